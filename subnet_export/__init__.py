@@ -1,0 +1,67 @@
+"""subnet-export: a trained weight-sharing supernet in, a plain validated ONNX model out.
+
+Names are loaded on first use, so that torch-free parts (``subnet-export verify`` on the edge)
+never import torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # choices and specs
+    "Choice": "choice",
+    "ChoiceExpr": "choice",
+    "compose": "choice",
+    "evaluate": "choice",
+    "ParameterSpec": "spec",
+    # errors
+    "SubnetExportError": "errors",
+    "ArchError": "errors",
+    "SearchSpaceError": "errors",
+    "CheckpointError": "errors",
+    "ExportError": "errors",
+    "InputError": "errors",
+    "BundleError": "errors",
+    "TamperError": "errors",
+    # search-space placeholders
+    "Conv2d": "supernet.placeholders",
+    "Linear": "supernet.placeholders",
+    "BatchNorm2d": "supernet.placeholders",
+    "LayerNorm": "supernet.placeholders",
+    "MultiheadAttention": "supernet.placeholders",
+    "LayerChoice": "supernet.placeholders",
+    "InputChoice": "supernet.placeholders",
+    "Repeat": "supernet.placeholders",
+    # supernet contract
+    "BaseSuperNetModule": "supernet.base",
+    "sub_state_dict": "supernet.base",
+    "to_supernet": "supernet.convert",
+    # stages
+    "search_space": "freeze",
+    "freeze": "freeze",
+    "fixed_arch": "freeze",
+    "sample_arch": "freeze",
+    "load_arch": "freeze",
+    "materialize": "materialize",
+    "module_labels": "materialize",
+}
+
+__all__ = ["__version__", *_EXPORTS]
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'subnet_export' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)
