@@ -49,6 +49,23 @@ _EXPORTS: dict[str, str] = {
     "load_arch": "freeze",
     "materialize": "materialize",
     "module_labels": "materialize",
+    "export_onnx": "export",
+    "ExportResult": "export",
+    "validate": "validate",
+    "make_inputs": "validate",
+    "ParityReport": "parity",
+    "BackendResult": "parity",
+    "OutputComparison": "parity",
+    "Tolerance": "parity",
+    "locate_divergence": "locate",
+    "Divergence": "locate",
+    "write_bundle": "bundle",
+    "BundleManifest": "bundle",
+    "verify_bundle": "verify",
+    "VerifyReport": "verify",
+    "gate": "gate",
+    "Budget": "gate",
+    "GateReport": "gate",
 }
 
 __all__ = ["__version__", *_EXPORTS]
