@@ -7,6 +7,7 @@ never import torch.
 from __future__ import annotations
 
 import importlib
+import sys
 from typing import Any
 
 __version__ = "0.1.0"
@@ -42,13 +43,13 @@ _EXPORTS: dict[str, str] = {
     "sub_state_dict": "supernet.base",
     "to_supernet": "supernet.convert",
     # stages
-    "search_space": "freeze",
-    "freeze": "freeze",
-    "fixed_arch": "freeze",
-    "sample_arch": "freeze",
-    "load_arch": "freeze",
-    "materialize": "materialize",
-    "module_labels": "materialize",
+    "search_space": "arch",
+    "freeze": "arch",
+    "fixed_arch": "arch",
+    "sample_arch": "arch",
+    "load_arch": "arch",
+    "materialize": "materialization",
+    "module_labels": "materialization",
     "export_onnx": "export",
     "ExportResult": "export",
     "validate": "validate",
@@ -75,9 +76,18 @@ def __getattr__(name: str) -> Any:
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'subnet_export' has no attribute {name!r}")
-    value = getattr(importlib.import_module(f".{module}", __name__), name)
-    globals()[name] = value
-    return value
+    importlib.import_module(f".{module}", __name__)
+    _bind_loaded()
+    return globals()[name]
+
+
+def _bind_loaded() -> None:
+    # Importing a submodule binds its name on the package; a public function must win over a
+    # submodule of the same name, so every loaded export is (re)bound here.
+    for export, module in _EXPORTS.items():
+        loaded = sys.modules.get(f"{__name__}.{module}")
+        if loaded is not None and hasattr(loaded, export):
+            globals()[export] = getattr(loaded, export)
 
 
 def __dir__() -> list[str]:

@@ -13,6 +13,7 @@ __all__ = [
     "CheckpointError",
     "ExportError",
     "InputError",
+    "MaterializeError",
     "SearchSpaceError",
     "SubnetExportError",
     "TamperError",
@@ -57,3 +58,7 @@ class TamperError(SubnetExportError):
     """A bundle's files do not match the hashes its manifest records."""
 
     exit_code = 1
+
+
+class MaterializeError(SubnetExportError):
+    """The plain model does not match what the supernet wrote for it (a broken module contract)."""

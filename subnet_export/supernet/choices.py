@@ -1,0 +1,169 @@
+"""Supernet containers: layer choice, input choice, repeat with elastic depth."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..choice import Choice
+from ..plain import SelectInputs, reduce_inputs
+from ..spec import ParameterSpec
+from . import placeholders as ph
+from .base import BaseSuperNetModule, DifferentiableMixin, collect_sub_state, freeze_child
+
+__all__ = ["MixedInputChoice", "MixedLayerChoice", "MixedRepeat"]
+
+
+def _weighted_sum(weights: torch.Tensor, outputs: list[torch.Tensor]) -> torch.Tensor:
+    return sum(w * o for w, o in zip(weights, outputs))
+
+
+class MixedLayerChoice(DifferentiableMixin, BaseSuperNetModule):
+    """One candidate at a time (sampling), or softmax(alpha)-weighted sum of all (DARTS).
+
+    The plain module is the chosen candidate, placed where the choice was; its keys have no
+    candidate name in them.
+    """
+
+    def __init__(self, candidates: dict[str, nn.Module], label: str, strategy: str = "sampling",
+                 memo: dict | None = None) -> None:
+        super().__init__(strategy)
+        for key, module in candidates.items():
+            self.add_module(key, module)
+        self.names = list(candidates)
+        self.label = label
+        self._arch = {label: self.names[0]}
+        if strategy == "differentiable":
+            self.init_alphas({label: len(self.names)}, memo if memo is not None else {})
+
+    @classmethod
+    def mutate(cls, module, name, memo, mutate_kwargs):
+        if type(module) is ph.LayerChoice:
+            return cls(dict(module.named_children()), module.label or name,
+                       mutate_kwargs["strategy"], memo)
+        return None
+
+    def search_space_spec(self):
+        return {self.label: ParameterSpec(self.label, "layer", tuple(self.names))}
+
+    def _argmax(self, label):
+        return self.names[int(self.alpha(label).argmax())]
+
+    def chosen(self) -> nn.Module:
+        """The candidate of the current arch."""
+        return self._modules[self.current_arch()[self.label]]
+
+    def forward(self, *args: Any, **kwargs: Any) -> Any:
+        if self.strategy == "differentiable" and not self._fixed:
+            weights = torch.softmax(self.alpha(self.label), -1)
+            return _weighted_sum(weights, [self._modules[n](*args, **kwargs) for n in self.names])
+        return self.chosen()(*args, **kwargs)
+
+    def freeze(self, memo):
+        return freeze_child(self._modules[memo[self.label]], memo, None)
+
+    def _save_to_sub_state_dict(self, dest, prefix, keep_vars):
+        collect_sub_state(self.chosen(), dest, prefix, keep_vars)
+
+
+class MixedInputChoice(DifferentiableMixin, BaseSuperNetModule):
+    """``n_chosen`` of ``n_candidates`` inputs (sampling), or their softmax-weighted sum (DARTS).
+
+    Differentiable export keeps the ``n_chosen`` inputs with the largest weights.
+    """
+
+    def __init__(self, n_candidates: int, n_chosen: int, reduction: str, label: str,
+                 strategy: str = "sampling", memo: dict | None = None) -> None:
+        super().__init__(strategy)
+        self.n_candidates, self.n_chosen, self.reduction = n_candidates, n_chosen, reduction
+        self.label = label
+        self._arch = {label: list(range(n_chosen))}
+        if strategy == "differentiable":
+            self.init_alphas({label: n_candidates}, memo if memo is not None else {})
+
+    @classmethod
+    def mutate(cls, module, name, memo, mutate_kwargs):
+        if type(module) is ph.InputChoice:
+            return cls(module.n_candidates, module.n_chosen, module.reduction,
+                       module.label or name, mutate_kwargs["strategy"], memo)
+        return None
+
+    def search_space_spec(self):
+        return {self.label: ParameterSpec(self.label, "input", tuple(range(self.n_candidates)),
+                                          self.n_chosen)}
+
+    def _argmax(self, label):
+        return sorted(self.alpha(label).topk(self.n_chosen).indices.tolist())
+
+    def forward(self, inputs):
+        if self.strategy == "differentiable" and not self._fixed:
+            weights = torch.softmax(self.alpha(self.label), -1)
+            return _weighted_sum(weights, list(inputs))
+        return reduce_inputs([inputs[i] for i in self.current_arch()[self.label]],
+                             self.reduction)
+
+    def freeze(self, memo):
+        return SelectInputs(memo[self.label], self.reduction)
+
+    def _save_to_sub_state_dict(self, dest, prefix, keep_vars):
+        pass  # no tensors
+
+
+class MixedRepeat(DifferentiableMixin, BaseSuperNetModule):
+    """The first ``d`` blocks (sampling), or a softmax-weighted sum of the outputs at each
+    candidate depth (differentiable). The plain module is an ``nn.Sequential`` of ``d`` blocks
+    keeping the block indices, so keys match.
+    """
+
+    def __init__(self, blocks: list[nn.Module], depth: Choice, strategy: str = "sampling",
+                 memo: dict | None = None) -> None:
+        super().__init__(strategy)
+        for i, block in enumerate(blocks):
+            self.add_module(str(i), block)
+        self.depth_choice = depth
+        self.label = depth.label
+        self._arch = {self.label: depth.candidates[0]}
+        if strategy == "differentiable":
+            self.init_alphas({self.label: len(depth.candidates)}, memo if memo is not None else {})
+
+    @classmethod
+    def mutate(cls, module, name, memo, mutate_kwargs):
+        if type(module) is ph.Repeat and isinstance(module.depth, Choice):
+            return cls(list(module.children()), module.depth, mutate_kwargs["strategy"], memo)
+        return None
+
+    def search_space_spec(self):
+        return {self.label: ParameterSpec(self.label, "depth", self.depth_choice.candidates)}
+
+    def _argmax(self, label):
+        return self.depth_choice.candidates[int(self.alpha(label).argmax())]
+
+    def blocks(self, depth: int) -> list[nn.Module]:
+        """The first ``depth`` blocks."""
+        return [self._modules[str(i)] for i in range(depth)]
+
+    def forward(self, x):
+        if self.strategy == "differentiable" and not self._fixed:
+            depths = self.depth_choice.candidates
+            outputs, out = {}, x
+            for i in range(max(depths) + 1):
+                if i in depths:
+                    outputs[i] = out
+                if i < max(depths):
+                    out = self._modules[str(i)](out)
+            weights = torch.softmax(self.alpha(self.label), -1)
+            return _weighted_sum(weights, [outputs[d] for d in depths])
+        for block in self.blocks(self.current_arch()[self.label]):
+            x = block(x)
+        return x
+
+    def freeze(self, memo):
+        blocks = self.blocks(memo[self.label])
+        return nn.Sequential(*(freeze_child(b, memo, str(i), (self.label,))
+                               for i, b in enumerate(blocks)))
+
+    def _save_to_sub_state_dict(self, dest, prefix, keep_vars):
+        for i, block in enumerate(self.blocks(self.current_arch()[self.label])):
+            collect_sub_state(block, dest, f"{prefix}{i}.", keep_vars)

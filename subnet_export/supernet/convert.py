@@ -1,0 +1,96 @@
+"""``to_supernet``: turn a search space into a supernet through the modules' ``mutate`` hooks."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import nn
+
+from ..choice import ChoiceExpr, evaluate, leaves
+from ..errors import SearchSpaceError
+from . import placeholders as ph
+from .attention import ElasticMultiheadAttention
+from .base import STRATEGIES, BaseSuperNetModule
+from .choices import MixedInputChoice, MixedLayerChoice, MixedRepeat
+from .elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticLayerNorm, ElasticLinear
+
+__all__ = ["DEFAULT_HOOKS", "to_supernet"]
+
+#: The supernet module classes whose ``mutate`` hooks ``to_supernet`` tries, in order.
+DEFAULT_HOOKS: tuple[type[BaseSuperNetModule], ...] = (
+    MixedLayerChoice, MixedInputChoice, MixedRepeat, ElasticConv2d, ElasticLinear,
+    ElasticBatchNorm2d, ElasticLayerNorm, ElasticMultiheadAttention,
+)
+
+
+def to_supernet(space: nn.Module, strategy: str = "sampling", *,
+                hooks: Sequence[type[BaseSuperNetModule]] | None = None) -> nn.Module:
+    """Replace every placeholder in ``space`` by a supernet module, in place.
+
+    Args:
+        space: the search space (a module tree with ``se.*`` placeholders and choices).
+        strategy: ``"sampling"`` (SPOS / Once-for-All) or ``"differentiable"`` (DARTS).
+        hooks: supernet module classes whose ``mutate`` classmethods are tried in order
+            before the built-in ones (for user-defined supernet modules).
+
+    Returns:
+        The supernet (``space`` itself, unless ``space`` is a placeholder).
+
+    Raises:
+        SearchSpaceError: unknown strategy, a placeholder no hook accepts, one label with two
+            candidate lists.
+    """
+    if strategy not in STRATEGIES:
+        raise SearchSpaceError(f"unknown strategy {strategy!r}; use one of {list(STRATEGIES)}")
+    if isinstance(space, BaseSuperNetModule) or any(
+            isinstance(m, BaseSuperNetModule) for m in space.modules()):
+        raise SearchSpaceError("this module is already a supernet; call to_supernet once")
+    all_hooks = list(hooks or ()) + list(DEFAULT_HOOKS)
+    memo: dict = {}
+    kwargs = {"strategy": strategy}
+    root = _convert(space, "", memo, all_hooks, kwargs)
+    _record_choice_attributes(root)
+    from ..arch import search_space  # checks label consistency across the tree
+
+    search_space(root)
+    return root
+
+
+def _convert(module: nn.Module, name: str, memo: dict, hooks, kwargs) -> nn.Module:
+    replaced = _mutate(module, name, memo, hooks, kwargs)
+    for child_name, child in list(replaced._modules.items()):
+        if child is not None:
+            path = f"{name}.{child_name}" if name else child_name
+            replaced._modules[child_name] = _convert(child, path, memo, hooks, kwargs)
+    return replaced
+
+
+def _mutate(module: nn.Module, name: str, memo: dict, hooks, kwargs) -> nn.Module:
+    if not isinstance(module, ph.Placeholder):
+        return module
+    for hook in hooks:
+        new = hook.mutate(module, name, memo, kwargs)
+        if new is not None:
+            return new
+    if module.is_elastic():
+        raise SearchSpaceError(
+            f"no supernet module accepts {type(module).__name__} at {name or '<root>'!r} "
+            f"with arguments {module.extra_repr()}")
+    if isinstance(module, ph.Repeat):
+        return nn.Sequential(*module.children())
+    return module.to_plain()
+
+
+def _record_choice_attributes(root: nn.Module) -> None:
+    # Choices a user module keeps as attributes (``self.heads``, used in forward) are moved to
+    # ``_se_choice_attrs`` and the attribute holds the current value; fixed_arch updates it.
+    for path, module in root.named_modules():
+        if isinstance(module, BaseSuperNetModule):
+            continue
+        found = {k: v for k, v in vars(module).items() if isinstance(v, ChoiceExpr)}
+        if not found:
+            continue
+        module.__dict__.setdefault("_se_choice_attrs", {}).update(found)
+        for attr, expr in found.items():
+            first = {lb: c.candidates[0] for lb, c in leaves(expr).items()}
+            setattr(module, attr, evaluate(expr, first))

@@ -1,0 +1,303 @@
+"""Elastic supernet modules: Conv2d, Linear, BatchNorm2d, LayerNorm.
+
+Each module computes its active (sliced) tensors in one place, ``active_params``, which serves
+the supernet forward, ``_save_to_sub_state_dict`` and the differentiable mixture alike, so the
+supernet path and the materialized module cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..choice import assignments, evaluate, leaves
+from ..errors import SearchSpaceError
+from ..spec import ParameterSpec
+from . import placeholders as ph
+from .base import BaseSuperNetModule, DifferentiableMixin, copy_slice
+
+__all__ = ["ElasticModule", "ElasticConv2d", "ElasticLinear", "ElasticBatchNorm2d",
+           "ElasticLayerNorm"]
+
+
+class ElasticModule(DifferentiableMixin, BaseSuperNetModule):
+    """A torch layer whose constructor arguments may be choices."""
+
+    placeholder: type[ph.Placeholder]
+
+    def __init__(self, args: Mapping[str, Any], strategy: str = "sampling",
+                 memo: dict | None = None) -> None:
+        super().__init__(strategy)
+        self.args = dict(args)
+        choices = leaves(list(self.args.values()))
+        self._spec = {lb: ParameterSpec(lb, "value", c.candidates) for lb, c in choices.items()}
+        self._choices = choices
+        self._arch = {lb: c.candidates[0] for lb, c in choices.items()}
+        if strategy == "differentiable":
+            self.init_alphas({lb: len(c.candidates) for lb, c in choices.items()},
+                             memo if memo is not None else {})
+        self._max_assignment = {lb: max(c.candidates) for lb, c in choices.items()}
+
+    @classmethod
+    def mutate(cls, module, name, memo, mutate_kwargs):
+        if type(module) is cls.placeholder and module.is_elastic():
+            return cls(module.init_args, mutate_kwargs["strategy"], memo)
+        return None
+
+    def search_space_spec(self) -> dict[str, ParameterSpec]:
+        return dict(self._spec)
+
+    def _argmax(self, label: str) -> Any:
+        return self._spec[label].candidates[int(self.alpha(label).argmax())]
+
+    def values(self, arch: Mapping[str, Any] | None = None) -> dict[str, Any]:
+        """The constructor arguments evaluated under ``arch`` (default: the current arch)."""
+        arch = self.current_arch() if arch is None else arch
+        return {k: evaluate(v, arch) for k, v in self.args.items()}
+
+    def all_values(self) -> list[dict[str, Any]]:
+        """The evaluated arguments under every combination of this module's labels."""
+        return [self.values(a) for a in assignments(self._choices)]
+
+    def _mixing(self) -> bool:
+        return self.strategy == "differentiable" and not self._fixed
+
+    def mixed_params(self) -> dict[str, torch.Tensor | None]:
+        """Differentiable forward: sum over label combinations of p(combo) * padded params."""
+        total: dict[str, Any] = {}
+        for arch in assignments(self._choices):
+            p = 1.0
+            for label, value in arch.items():
+                probs = torch.softmax(self.alpha(label), -1)
+                p = p * probs[self._spec[label].candidates.index(value)]
+            for key, t in self.active_params(self.values(arch)).items():
+                if t is None:
+                    total[key] = None
+                    continue
+                padded = self.embed(key, t)
+                total[key] = p * padded if key not in total else total[key] + p * padded
+        return total
+
+    def forward_params(self) -> tuple[dict[str, Any], dict[str, torch.Tensor | None]]:
+        """(evaluated arguments, tensors) for this forward: the active path or the mixture."""
+        if self._mixing():
+            return self.values(self._max_assignment), self.mixed_params()
+        v = self.values()
+        return v, self.active_params(v)
+
+    def _save_to_sub_state_dict(self, dest, prefix, keep_vars):
+        for key, t in self.active_params(self.values()).items():
+            if t is not None:
+                dest[prefix + key] = copy_slice(t)
+
+    def _embed_front(self, key: str, t: torch.Tensor) -> torch.Tensor:
+        # Zero-pad a first-k slice back to the full tensor's shape.
+        full = getattr(self, key)
+        out = full.new_zeros(full.shape)
+        out[tuple(slice(0, s) for s in t.shape)] = t
+        return out
+
+    embed = _embed_front
+
+    # Subclasses
+    def active_params(self, v: Mapping[str, Any]) -> dict[str, torch.Tensor | None]:
+        raise NotImplementedError
+
+
+def _check_positive(module: str, v: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+    for key in keys:
+        if type(v[key]) is not int or v[key] <= 0:
+            raise SearchSpaceError(f"{module}: {key} evaluates to {v[key]!r}; need a positive int")
+
+
+class ElasticConv2d(ElasticModule):
+    """Supernet ``Conv2d``: first-k channels, centre-cropped kernels, optional kernel transforms."""
+
+    placeholder = ph.Conv2d
+
+    def __init__(self, args, strategy="sampling", memo=None, kernel_transform=False):
+        super().__init__(args, strategy, memo)
+        if self.args["padding_mode"] != "zeros":
+            raise SearchSpaceError("elastic Conv2d supports padding_mode='zeros' only")
+        combos = self.all_values()
+        for v in combos:
+            _check_positive("Conv2d", v, ("in_channels", "out_channels", "kernel_size"))
+        self.depthwise = any(v["groups"] != 1 for v in combos)
+        if self.depthwise and not all(
+            v["groups"] == v["in_channels"] and v["out_channels"] % v["in_channels"] == 0
+            for v in combos
+        ):
+            raise SearchSpaceError(
+                "elastic Conv2d: groups must be 1, or follow in_channels (depthwise) with "
+                "out_channels a multiple of in_channels, under every arch")
+        if self.depthwise and len({v["out_channels"] // v["in_channels"] for v in combos}) > 1:
+            raise SearchSpaceError("elastic depthwise Conv2d: out/in channel ratio must be fixed")
+        in_max = max(v["in_channels"] for v in combos)
+        out_max = max(v["out_channels"] for v in combos)
+        self.kernel_sizes = sorted({v["kernel_size"] for v in combos}, reverse=True)
+        k_max = self.kernel_sizes[0]
+        full = nn.Conv2d(in_max, out_max, k_max, groups=in_max if self.depthwise else 1,
+                         bias=bool(self.args["bias"]))
+        self.weight, self.bias = full.weight, full.bias
+        self.kernel_transform = kernel_transform
+        if kernel_transform:
+            for a, b in zip(self.kernel_sizes, self.kernel_sizes[1:]):
+                self.register_parameter(f"transform_{a}to{b}", nn.Parameter(torch.eye(b * b)))
+
+    @classmethod
+    def mutate(cls, module, name, memo, mutate_kwargs):
+        if type(module) is ph.Conv2d and module.is_elastic():
+            return cls(module.init_args, mutate_kwargs["strategy"], memo, module.kernel_transform)
+        return None
+
+    def crop_kernel(self, w: torch.Tensor, k: int) -> torch.Tensor:
+        """Centre crop ``w`` to ``k``x``k``; with transforms, through every smaller step (OFA)."""
+        if k == self.kernel_sizes[0]:
+            return w
+        if not self.kernel_transform:
+            s = (w.shape[-1] - k) // 2
+            return w[..., s:s + k, s:s + k]
+        for a, b in zip(self.kernel_sizes, self.kernel_sizes[1:]):
+            s = (a - b) // 2
+            w = w[..., s:s + b, s:s + b]
+            m = getattr(self, f"transform_{a}to{b}")
+            w = F.linear(w.reshape(*w.shape[:2], b * b), m).reshape(*w.shape[:2], b, b)
+            if b == k:
+                break
+        return w
+
+    def active_params(self, v):
+        w = self.weight[: v["out_channels"], : 1 if self.depthwise else v["in_channels"]]
+        w = self.crop_kernel(w, v["kernel_size"])
+        b = None if self.bias is None else self.bias[: v["out_channels"]]
+        return {"weight": w, "bias": b}
+
+    def embed(self, key, t):
+        if key != "weight" or t.shape[-1] == self.weight.shape[-1]:
+            return self._embed_front(key, t)
+        out = self.weight.new_zeros(self.weight.shape)
+        s = (self.weight.shape[-1] - t.shape[-1]) // 2
+        k = t.shape[-1]
+        out[: t.shape[0], : t.shape[1], s:s + k, s:s + k] = t
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v, p = self.forward_params()
+        groups = x.shape[1] if self.depthwise else 1
+        return F.conv2d(x, p["weight"], p["bias"], v["stride"], v["padding"], v["dilation"], groups)
+
+    def freeze(self, memo):
+        v = self.values(memo)
+        return nn.Conv2d(v["in_channels"], v["out_channels"], v["kernel_size"], v["stride"],
+                         v["padding"], v["dilation"], v["groups"], bool(v["bias"]), "zeros",
+                         device="meta")
+
+
+class ElasticLinear(ElasticModule):
+    """Supernet ``Linear``: the first ``out_features`` rows and ``in_features`` columns."""
+
+    placeholder = ph.Linear
+
+    def __init__(self, args, strategy="sampling", memo=None):
+        super().__init__(args, strategy, memo)
+        combos = self.all_values()
+        for v in combos:
+            _check_positive("Linear", v, ("in_features", "out_features"))
+        full = nn.Linear(max(v["in_features"] for v in combos),
+                         max(v["out_features"] for v in combos), bias=bool(self.args["bias"]))
+        self.weight, self.bias = full.weight, full.bias
+
+    def active_params(self, v):
+        w = self.weight[: v["out_features"], : v["in_features"]]
+        b = None if self.bias is None else self.bias[: v["out_features"]]
+        return {"weight": w, "bias": b}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        _, p = self.forward_params()
+        return F.linear(x, p["weight"], p["bias"])
+
+    def freeze(self, memo):
+        v = self.values(memo)
+        return nn.Linear(v["in_features"], v["out_features"], bool(v["bias"]), device="meta")
+
+
+class ElasticBatchNorm2d(ElasticModule):
+    """Supernet ``BatchNorm2d``: first-k weight, bias, running mean and variance.
+
+    In training mode the running statistics of the active channels are updated in place.
+    Under the differentiable mixture it runs at full width (channel masks come from the convs).
+    """
+
+    placeholder = ph.BatchNorm2d
+
+    def __init__(self, args, strategy="sampling", memo=None):
+        super().__init__(args, strategy, memo)
+        combos = self.all_values()
+        for v in combos:
+            _check_positive("BatchNorm2d", v, ("num_features",))
+        a = self.args
+        full = nn.BatchNorm2d(max(v["num_features"] for v in combos), a["eps"], a["momentum"],
+                              a["affine"], a["track_running_stats"])
+        self.weight, self.bias = full.weight, full.bias
+        for name in ("running_mean", "running_var", "num_batches_tracked"):
+            self.register_buffer(name, getattr(full, name))
+
+    def active_params(self, v):
+        k = v["num_features"]
+        out = {key: None if t is None else t[:k] for key, t in
+               (("weight", self.weight), ("bias", self.bias),
+                ("running_mean", self.running_mean), ("running_var", self.running_var))}
+        out["num_batches_tracked"] = self.num_batches_tracked
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.values(self._max_assignment) if self._mixing() else self.values()
+        p = self.active_params(v)
+        momentum = v["momentum"]
+        use_batch = self.training or p["running_mean"] is None
+        if self.training and p["num_batches_tracked"] is not None:
+            self.num_batches_tracked.add_(1)
+            if momentum is None:  # cumulative moving average, as nn.BatchNorm2d does
+                momentum = 1.0 / float(self.num_batches_tracked)
+        return F.batch_norm(x, p["running_mean"], p["running_var"], p["weight"], p["bias"],
+                            use_batch, momentum or 0.0, v["eps"])
+
+    def freeze(self, memo):
+        v = self.values(memo)
+        return nn.BatchNorm2d(v["num_features"], v["eps"], v["momentum"], v["affine"],
+                              v["track_running_stats"], device="meta")
+
+
+class ElasticLayerNorm(ElasticModule):
+    """Supernet ``LayerNorm`` over the last dimension: first-k weight and bias."""
+
+    placeholder = ph.LayerNorm
+
+    def __init__(self, args, strategy="sampling", memo=None):
+        super().__init__(args, strategy, memo)
+        combos = self.all_values()
+        for v in combos:
+            _check_positive("LayerNorm", v, ("normalized_shape",))
+        a = self.args
+        full = nn.LayerNorm(max(v["normalized_shape"] for v in combos), a["eps"],
+                            a["elementwise_affine"], bias=a["bias"])
+        self.weight, self.bias = full.weight, full.bias
+
+    def active_params(self, v):
+        k = v["normalized_shape"]
+        return {"weight": None if self.weight is None else self.weight[:k],
+                "bias": None if self.bias is None else self.bias[:k]}
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        v = self.values(self._max_assignment) if self._mixing() else self.values()
+        p = self.active_params(v)
+        return F.layer_norm(x, (v["normalized_shape"],), p["weight"], p["bias"], v["eps"])
+
+    def freeze(self, memo):
+        v = self.values(memo)
+        return nn.LayerNorm(v["normalized_shape"], v["eps"], v["elementwise_affine"],
+                            bias=v["bias"], device="meta")
