@@ -1,0 +1,160 @@
+"""The whole job in one place: freeze -> materialize -> export -> validate -> bundle.
+
+The stage order lives here and nowhere else; the CLI calls :func:`export_subnet` and prints.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from ._samples import sample_key
+from .arch import fixed_arch, freeze
+from .bundle import BundleManifest, write_bundle
+from .errors import InputError
+from .export import export_onnx
+from .materialization import materialize, module_labels
+from .parity import ParityReport, Tolerance
+from .validate import make_inputs, validate
+
+__all__ = ["STAGES", "RunResult", "export_subnet"]
+
+STAGES = ("freeze", "materialize", "export", "validate", "bundle")
+
+
+@dataclass
+class RunResult:
+    """What one run produced: the bundle, its arch, parity verdict and stage timings."""
+
+    out_dir: Path
+    arch: dict[str, Any]
+    report: ParityReport
+    manifest: BundleManifest
+    parameter_count: int
+    timings: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when every parity check passed, 1 otherwise."""
+        return 0 if self.report.passed else 1
+
+    def summary(self) -> dict[str, Any]:
+        """The machine-readable summary ``--json`` prints."""
+        return {
+            "bundle": str(self.out_dir),
+            "passed": self.report.passed,
+            "exit_code": self.exit_code,
+            "arch": self.arch,
+            "parameter_count": self.parameter_count,
+            "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
+            "parity": self.report.to_dict(),
+        }
+
+
+def export_subnet(
+    supernet: nn.Module,
+    out_dir: str | Path,
+    *,
+    input_shapes: Sequence[Sequence[int]],
+    arch: Mapping[str, Any] | None = None,
+    exporter: str = "dynamo",
+    opset: int | None = None,
+    providers: Sequence[str] | None = None,
+    tolerance: Tolerance | None = None,
+    samples: str | Path | None = None,
+    batch: int = 8,
+    seed: int = 0,
+    force: bool = False,
+    checkpoint_sha256: str | None = None,
+    progress: Callable[[str, str], None] | None = None,
+) -> RunResult:
+    """Run every stage and write the bundle to ``out_dir``.
+
+    Args:
+        supernet: a supernet (``se.to_supernet``), weights loaded.
+        out_dir: the bundle directory (written atomically).
+        input_shapes: one shape per model input, batch first (the batch size is replaced).
+        arch: ``{label: value}``; None uses the supernet's own export.
+        exporter: ``"dynamo"`` or ``"torchscript"``.
+        opset: ONNX opset (None: torch's default).
+        providers: onnxruntime providers to validate on (default: CPU, and CUDA when there).
+        tolerance: one tolerance for every backend (None: the float32 defaults).
+        samples: an ``.npz`` of user inputs, validated as one more input set.
+        batch: the larger batch size checked besides batch 1.
+        seed: seed of the random inputs.
+        force: replace an existing bundle.
+        checkpoint_sha256: sha256 of the weights file, recorded in the model and manifest.
+        progress: called as ``progress(stage, "start" | "done")``.
+
+    Returns:
+        A :class:`RunResult`; its ``exit_code`` is 1 when parity failed (the bundle is still
+        written, marked failed).
+
+    Raises:
+        SubnetExportError: any stage's user-facing failure (arch, export, input, bundle).
+    """
+    if batch < 1:
+        raise InputError(f"--batch must be at least 1, got {batch}")
+    out_dir = Path(out_dir)
+    if out_dir.exists() and not force:
+        raise InputError(f"{str(out_dir)!r} already exists; pass --force to replace it")
+    timings: dict[str, float] = {}
+    note = progress or (lambda stage, state: None)
+
+    def stage(name: str, fn: Callable[[], Any]) -> Any:
+        note(name, "start")
+        start = time.perf_counter()
+        value = fn()
+        timings[name] = time.perf_counter() - start
+        note(name, "done")
+        return value
+
+    supernet.eval()
+    examples = tuple(torch.randn(1, *tuple(s)[1:]) for s in input_shapes)
+    frozen = stage("freeze", lambda: freeze(supernet, arch))
+    plain = stage("materialize", lambda: materialize(supernet, frozen).eval())
+    n_params = sum(p.numel() for p in plain.parameters())
+    with tempfile.TemporaryDirectory(prefix=".subnet-export-") as tmp:
+        onnx_path = Path(tmp) / "model.onnx"
+        exported = stage("export", lambda: export_onnx(
+            plain, examples, onnx_path, exporter=exporter, opset=opset, arch=frozen,
+            checkpoint_sha256=checkpoint_sha256))
+        tolerances = tolerance
+        report = stage("validate", lambda: validate(
+            supernet, frozen, plain, onnx_path, example_inputs=examples,
+            batch_sizes=(1, batch) if batch != 1 else (1,), seed=seed, samples=samples,
+            tolerances=tolerances, providers=providers,
+            module_labels=module_labels(supernet, frozen)))
+        arrays = _reference_samples(supernet, frozen, examples, exported, seed)
+        manifest = stage("bundle", lambda: write_bundle(
+            out_dir, model_path=onnx_path, arch=frozen, parity=report.to_dict(),
+            samples=arrays, force=force,
+            extra={"parameter_count": n_params, "source_checkpoint_sha256": checkpoint_sha256,
+                   "exporter": exporter}))
+    return RunResult(out_dir, frozen, report, manifest, n_params, timings)
+
+
+def _reference_samples(supernet: nn.Module, arch: Mapping[str, Any],
+                       examples: Sequence[torch.Tensor], exported: Any,
+                       seed: int) -> dict[str, np.ndarray]:
+    # The bundle's samples: seeded inputs and what the supernet path computed for them, so the
+    # edge side checks its runtime against the supernet itself.
+    arrays: dict[str, np.ndarray] = {}
+    sets = make_inputs(examples, batch_sizes=(1,), seed=seed)
+    with torch.no_grad(), fixed_arch(supernet, arch):
+        for case, inputs in enumerate(sets):
+            outputs = supernet(*inputs.tensors)
+            outputs = [outputs] if isinstance(outputs, torch.Tensor) else list(outputs)
+            for name, t in zip(exported.input_names, inputs.tensors):
+                arrays[sample_key("input", name, case)] = t.numpy()
+            for name, t in zip(exported.output_names, outputs):
+                arrays[sample_key("output", name, case)] = t.detach().numpy()
+    return arrays
