@@ -1,0 +1,235 @@
+"""The CLI through the installed console script: exit codes, messages, the bundle handoff."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from subnet_export.cli import cli
+
+FIXTURES = Path(__file__).parent / "fixtures"
+SPACE = f"{FIXTURES / 'tiny_space.py'}"
+ARCH = {"width": 12, "block.k": 5, "depth": 2, "op": "conv"}
+SCRIPT = Path(sys.executable).with_name("subnet-export")
+
+
+def run(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess:
+    """Run the installed console script."""
+    return subprocess.run([str(SCRIPT), *args], capture_output=True, text=True, cwd=cwd,
+                          timeout=300)
+
+
+def assert_user_error(proc: subprocess.CompletedProcess, code: int, *needles: str) -> None:
+    """One clear message naming the problem, the given exit code, no traceback."""
+    assert proc.returncode == code, (proc.returncode, proc.stderr)
+    assert "Traceback" not in proc.stderr
+    for needle in needles:
+        assert needle in proc.stderr, (needle, proc.stderr)
+
+
+@pytest.fixture(scope="session")
+def arch_file(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("arch") / "arch.json"
+    path.write_text(json.dumps(ARCH))
+    return path
+
+
+@pytest.fixture(scope="session")
+def bundle(tmp_path_factory, arch_file) -> tuple[Path, dict]:
+    """One bundle made by the real console script, shared by the tests that read it."""
+    out = tmp_path_factory.mktemp("b") / "bundle"
+    proc = run("onnx", f"{SPACE}:supernet", "--arch", str(arch_file), "--out", str(out),
+               "--json", "--batch", "4")
+    assert proc.returncode == 0, proc.stderr
+    return out, json.loads(proc.stdout)
+
+
+def test_onnx_writes_a_passing_bundle(bundle):
+    out, summary = bundle
+    assert summary["passed"] is True and summary["exit_code"] == 0
+    assert summary["arch"] == ARCH
+    assert sorted(p.name for p in out.iterdir()) == [
+        "arch.json", "manifest.json", "model.onnx", "parity.json", "samples.npz"]
+    assert json.loads((out / "arch.json").read_text()) == ARCH
+    backends = {b["name"]: b["status"] for b in summary["parity"]["backends"]}
+    assert backends["ort-cpu"] == "passed" and backends["torch-cpu"] == "passed"
+    assert set(summary["timings_s"]) == {"freeze", "materialize", "export", "validate", "bundle"}
+
+
+def test_onnx_prints_stages_and_table_on_stderr(tmp_path, arch_file):
+    proc = run("onnx", f"{SPACE}:supernet", "--arch", str(arch_file), "--out",
+               str(tmp_path / "b"), "--exporter", "torchscript")
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == ""  # without --json nothing goes to stdout
+    for n, stage in enumerate(["freeze", "materialize", "export", "validate", "bundle"], 1):
+        assert f"[{n}/5] {stage}" in proc.stderr
+    assert "ort-cpu" in proc.stderr and f"bundle: {tmp_path / 'b'}" in proc.stderr
+
+
+def test_verify_passes_and_imports_no_torch(bundle):
+    out, _ = bundle
+    code = (
+        "import sys; from subnet_export.cli import main; rc = main(['verify', sys.argv[1]]);"
+        "assert 'torch' not in sys.modules, 'verify imported torch'; sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code, str(out)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    assert "PASSED" in proc.stderr
+
+
+def test_verify_catches_a_tampered_model(bundle, tmp_path):
+    copy = tmp_path / "tampered"
+    shutil.copytree(bundle[0], copy)
+    data = bytearray((copy / "model.onnx").read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    (copy / "model.onnx").write_bytes(bytes(data))
+    assert_user_error(run("verify", str(copy)), 1, "model.onnx")
+
+
+def test_space_and_sample_json():
+    proc = run("space", f"{SPACE}:space", "--json")
+    assert proc.returncode == 0, proc.stderr
+    space = json.loads(proc.stdout)
+    assert space["size"] == 3 * 2 * 2 * 2
+    assert space["labels"]["op"]["candidates"] == ["conv", "skip"]
+    first = run("sample", f"{SPACE}:supernet", "--seed", "7")
+    again = run("sample", f"{SPACE}:supernet", "--seed", "7")
+    assert first.returncode == 0 and first.stdout == again.stdout
+    arch = json.loads(first.stdout)
+    assert set(arch) == {"width", "block.k", "depth", "op"}
+    assert arch["width"] in (8, 12, 16)
+
+
+def test_space_factory_with_strategy_differentiable():
+    runner = CliRunner()
+    result = runner.invoke(cli, ["space", f"{SPACE}:space", "--strategy", "differentiable"])
+    assert result.exit_code == 0, result.output
+    assert "24 architectures" in result.output
+
+
+# -- bad input: one message, exit 2, no traceback ---------------------------------------------
+def _checkpoint(tmp_path: Path, mutate) -> Path:
+    sys.path.insert(0, str(FIXTURES))
+    try:
+        import tiny_space
+    finally:
+        sys.path.remove(str(FIXTURES))
+    state = tiny_space.supernet().state_dict()
+    mutate(state)
+    path = tmp_path / "ckpt.pt"
+    torch.save(state, path)
+    return path
+
+
+class _Evil:
+    def __reduce__(self):
+        return (exec, ("open(__import__('os').environ['EVIL_MARK'], 'w').write('ran')",))
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["missing-file", "bad-factory-path", "no-such-factory", "factory-raises", "wrong-return",
+     "bad-shape", "unknown-label", "bad-value", "missing-label", "arch-not-json", "arch-missing",
+     "out-exists", "out-unwritable", "ckpt-missing-key", "ckpt-extra-key", "ckpt-wrong-shape",
+     "ckpt-garbage", "ckpt-pickle", "samples-missing"],
+)
+def test_onnx_bad_input(case, tmp_path, arch_file, bundle, monkeypatch):
+    out = tmp_path / "out"
+    target = f"{SPACE}:supernet"
+    extra: list[str] = []
+    needles: tuple[str, ...]
+    mark = tmp_path / "evil-ran"
+    if case == "missing-file":
+        target, needles = f"{tmp_path / 'nope.py'}:supernet", ("does not exist",)
+    elif case == "bad-factory-path":
+        target, needles = "no_colon_here", ("path/to/file.py:factory",)
+    elif case == "no-such-factory":
+        target, needles = f"{SPACE}:nope", ("no attribute 'nope'",)
+    elif case == "factory-raises":
+        target, needles = f"{SPACE}:raises", ("factory exploded",)
+    elif case == "wrong-return":
+        target, needles = f"{SPACE}:not_a_module", ("returned a dict",)
+    elif case == "bad-shape":
+        extra, needles = ["--input-shape", "1x3x-4"], ("1x3x-4", "e.g. 1x3x224x224")
+    elif case in ("unknown-label", "bad-value", "missing-label", "arch-not-json"):
+        arch = dict(ARCH)
+        if case == "unknown-label":
+            arch["widht"] = 8
+            needles = ("widht", "did you mean")
+        elif case == "bad-value":
+            arch["width"] = 10
+            needles = ("'width'", "[8, 12, 16]")
+        else:
+            arch.pop("depth")
+            needles = ("'depth'", "missing")
+        path = tmp_path / "arch.json"
+        path.write_text("{not json" if case == "arch-not-json" else json.dumps(arch))
+        if case == "arch-not-json":
+            needles = ("not valid JSON",)
+        extra = ["--arch", str(path)]
+    elif case == "arch-missing":
+        extra, needles = ["--arch", str(tmp_path / "none.json")], ("does not exist",)
+    elif case == "out-exists":
+        out, needles = bundle[0], ("already exists", "--force")
+    elif case == "out-unwritable":
+        blocker = tmp_path / "a-file"
+        blocker.write_text("x")
+        out, needles = blocker / "bundle", (str(blocker),)
+    elif case.startswith("ckpt-"):
+        if case == "ckpt-missing-key":
+            path, needles = _checkpoint(tmp_path, lambda s: s.pop("head.weight")), ("missing",
+                                                                                    "head.weight")
+        elif case == "ckpt-extra-key":
+            path = _checkpoint(tmp_path, lambda s: s.__setitem__("stray", torch.zeros(1)))
+            needles = ("unexpected", "stray")
+        elif case == "ckpt-wrong-shape":
+            path = _checkpoint(tmp_path, lambda s: s.__setitem__("head.bias", torch.zeros(3)))
+            needles = ("shape", "head.bias")
+        elif case == "ckpt-garbage":
+            path = tmp_path / "garbage.safetensors"
+            path.write_bytes(b"\x00\x01garbage")
+            needles = ("cannot read",)
+        else:
+            path = tmp_path / "evil.pt"
+            torch.save({"w": _Evil()}, path)
+            monkeypatch.setenv("EVIL_MARK", str(mark))
+            needles = ("refused", "unpickling")
+        extra = ["--weights", str(path)]
+    elif case == "samples-missing":
+        extra, needles = ["--samples", str(tmp_path / "none.npz")], ("does not exist",)
+    else:  # pragma: no cover - the parametrisation lists every case
+        raise AssertionError(case)
+    if case not in ("arch-missing", "unknown-label", "bad-value", "missing-label",
+                    "arch-not-json"):
+        extra += ["--arch", str(arch_file)]
+    proc = run("onnx", target, "--out", str(out), *extra)
+    assert_user_error(proc, 2, *needles)
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: ")
+    assert not mark.exists(), "a refused checkpoint ran code"
+    if case not in ("out-exists",):
+        assert not out.exists(), "a failed run left something at --out"
+    # nothing half-written beside --out either
+    if out.parent.exists() and case not in ("out-exists", "out-unwritable"):
+        assert [p.name for p in out.parent.iterdir() if p.name.startswith(".")] == []
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    proc = run("onnx", f"{SPACE}:raises", "--out", str(tmp_path / "o"), "--debug")
+    assert proc.returncode != 0
+    assert "Traceback" in proc.stderr
+
+
+def test_verify_corrupt_bundle(tmp_path):
+    (tmp_path / "manifest.json").write_text("{broken")
+    assert_user_error(run("verify", str(tmp_path)), 2, "manifest")
+
+
+def test_unknown_option_is_a_usage_error():
+    proc = run("onnx", f"{SPACE}:supernet", "--out", "x", "--no-such-option")
+    assert_user_error(proc, 2, "--no-such-option")
