@@ -23,7 +23,7 @@ from .errors import InputError
 from .export import export_onnx
 from .materialization import materialize, module_labels
 from .parity import ParityReport, Tolerance
-from .validate import make_inputs, validate
+from .validation import make_inputs, validate
 
 __all__ = ["STAGES", "RunResult", "export_subnet"]
 

@@ -1,0 +1,285 @@
+"""Export a materialized (plain) model to ONNX: one atomic, deterministic, checked file.
+
+Stage order: trace with torch.onnx -> normalise (strip what varies between runs and machines,
+stamp metadata) -> save to a temporary folder beside the target -> ``onnx.checker`` -> rename.
+See docs/export.md for the names, opset, external-data and determinism rules.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import nn
+
+from .errors import ExportError
+
+__all__ = [
+    "ARCH_KEY",
+    "CHECKPOINT_KEY",
+    "EXPORTER_KEY",
+    "VERSION_KEY",
+    "ExportResult",
+    "default_names",
+    "export_onnx",
+    "state_bytes",
+]
+
+ARCH_KEY = "subnet_export.arch"
+VERSION_KEY = "subnet_export.version"
+CHECKPOINT_KEY = "subnet_export.checkpoint_sha256"
+EXPORTER_KEY = "subnet_export.exporter"
+
+# protobuf cannot serialise a message over 2 GiB; keep a margin for the graph itself
+_EXTERNAL_THRESHOLD = 2**31 - 2**26
+# node metadata that embeds source paths and line numbers: drops so the bytes do not depend on
+# where the code lives; the module scopes that locate.py reads are kept
+_DROPPED_NODE_METADATA = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node")
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """What :func:`export_onnx` wrote.
+
+    Attributes:
+        path: the ONNX file.
+        input_names: graph input names, in the order of ``example_inputs``.
+        output_names: graph output names, in the order the model returns its outputs.
+        opset: the default-domain opset of the file.
+        exporter: ``"dynamo"`` or ``"torchscript"``.
+        initializer_bytes: bytes held by the graph's initializers.
+        state_bytes: bytes of the plain model's parameters and persistent buffers that a forward
+            can read (see :func:`state_bytes`). With the dynamo exporter both numbers are equal:
+            the graph holds exactly the active path's weights.
+        external_data: path of the external-data file, or None when the model is one file.
+        metadata: the ``metadata_props`` written into the file.
+    """
+
+    path: Path
+    input_names: tuple[str, ...]
+    output_names: tuple[str, ...]
+    opset: int
+    exporter: str
+    initializer_bytes: int
+    state_bytes: int
+    external_data: Path | None = None
+    metadata: dict[str, str] = field(default_factory=dict)
+
+
+def default_names(prefix: str, count: int) -> tuple[str, ...]:
+    """The documented default I/O names: ``prefix`` for one tensor, ``prefix_0..n-1`` for more."""
+    return (prefix,) if count == 1 else tuple(f"{prefix}_{i}" for i in range(count))
+
+
+def state_bytes(plain: nn.Module) -> int:
+    """Bytes of ``plain``'s parameters and persistent buffers, each shared tensor counted once.
+
+    BatchNorm's ``num_batches_tracked`` is left out: it is a training counter that an eval-mode
+    forward never reads, so no exporter puts it in the graph.
+    """
+    seen: set[int] = set()
+    total = 0
+    # state_dict(keep_vars=True) holds parameters and persistent buffers, not transient ones
+    for name, tensor in plain.state_dict(keep_vars=True).items():
+        if name.endswith("num_batches_tracked") or id(tensor) in seen:
+            continue
+        seen.add(id(tensor))
+        total += tensor.numel() * tensor.element_size()
+    return total
+
+
+def export_onnx(
+    plain: nn.Module,
+    example_inputs: torch.Tensor | Sequence[torch.Tensor],
+    path: str | os.PathLike[str],
+    *,
+    exporter: str = "dynamo",
+    opset: int | None = None,
+    dynamic_batch: bool = True,
+    input_names: Sequence[str] | None = None,
+    output_names: Sequence[str] | None = None,
+    metadata: Mapping[str, str] | None = None,
+    arch: Mapping[str, Any] | None = None,
+    checkpoint_sha256: str | None = None,
+    external_data: bool | None = None,
+) -> ExportResult:
+    """Export a plain model to one ONNX file, checked and written atomically.
+
+    Inputs are named ``input`` (one tensor) or ``input_0..n-1``; outputs ``output`` or
+    ``output_0..n-1``, in the order the model returns them, unless names are given. With
+    ``dynamic_batch`` dimension 0 of every input and output is the symbolic ``batch``.
+    The dynamo exporter runs without torch's graph optimiser, so BatchNorm stays a node and every
+    initializer is one parameter or buffer under its ``state_dict`` name (onnxruntime fuses
+    Conv+BN itself when it loads the model).
+
+    Args:
+        plain: the materialized model; it is put in eval mode.
+        example_inputs: one tensor or a sequence of tensors, batch first.
+        path: the target ``.onnx`` file; its folder must exist.
+        exporter: ``"dynamo"`` (torch.onnx with ``dynamo=True``) or ``"torchscript"`` (legacy).
+        opset: ONNX opset; None keeps torch's default.
+        dynamic_batch: make dimension 0 symbolic.
+        input_names: graph input names, one per example input.
+        output_names: graph output names, one per model output.
+        metadata: extra ``metadata_props`` (string to string).
+        arch: the architecture, stored as sorted JSON under ``subnet_export.arch``.
+        checkpoint_sha256: sha256 of the source checkpoint, stored when known.
+        external_data: True/False forces it; None stores weights in ``<name>.data`` only when the
+            model would not fit one protobuf (2 GB).
+
+    Returns:
+        An :class:`ExportResult`.
+
+    Raises:
+        ExportError: tracing, saving or the checker failed; the message names the step.
+    """
+    from . import __version__
+
+    target = Path(path)
+    if not target.parent.is_dir():
+        raise ExportError(f"export: folder {target.parent} does not exist; create it first")
+    if exporter not in ("dynamo", "torchscript"):
+        raise ExportError(f"export: unknown exporter {exporter!r}; use 'dynamo' or 'torchscript'")
+    inputs = ((example_inputs,) if isinstance(example_inputs, torch.Tensor)
+              else tuple(example_inputs))
+    if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
+        raise ExportError("export: example_inputs must be a tensor or a non-empty tuple of tensors")
+    plain.eval()
+    with torch.no_grad():
+        outputs = plain(*inputs)
+    n_out = 1 if isinstance(outputs, torch.Tensor) else len(outputs)
+    if not isinstance(outputs, torch.Tensor) and not (
+        isinstance(outputs, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in outputs)
+    ):
+        raise ExportError("export: the model must return a tensor or a tuple of tensors")
+    in_names = tuple(input_names) if input_names else default_names("input", len(inputs))
+    out_names = tuple(output_names) if output_names else default_names("output", n_out)
+    if len(in_names) != len(inputs) or len(out_names) != n_out:
+        raise ExportError(
+            f"export: {len(inputs)} inputs/{n_out} outputs but {len(in_names)}/{len(out_names)} "
+            "names given; pass one name per tensor"
+        )
+    props = {VERSION_KEY: __version__, EXPORTER_KEY: exporter, **dict(metadata or {})}
+    if arch is not None:
+        props[ARCH_KEY] = json.dumps(arch, sort_keys=True, separators=(",", ":"))
+    if checkpoint_sha256:
+        props[CHECKPOINT_KEY] = checkpoint_sha256
+    expected = state_bytes(plain)
+    external = expected > _EXTERNAL_THRESHOLD if external_data is None else external_data
+
+    tmpdir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        raw = tmpdir / "raw.onnx"
+        _step("trace", lambda: _trace(plain, inputs, raw, exporter, opset, dynamic_batch,
+                                      in_names, out_names))
+        model = _step("load", lambda: onnx.load(str(raw), load_external_data=True))
+        _normalise(model, props)
+        staged = tmpdir / target.name
+        data_name = f"{target.name}.data" if external else None
+        _step("save", lambda: onnx.save_model(
+            model, str(staged), save_as_external_data=external, all_tensors_to_one_file=True,
+            location=data_name, size_threshold=0,
+        ))
+        _step("check", lambda: onnx.checker.check_model(str(staged), full_check=True))
+        if data_name:
+            os.replace(tmpdir / data_name, target.parent / data_name)
+        os.replace(staged, target)
+    finally:
+        shutil.rmtree(tmpdir, ignore_errors=True)
+
+    return ExportResult(
+        path=target,
+        input_names=in_names,
+        output_names=out_names,
+        opset=next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+        exporter=exporter,
+        initializer_bytes=_initializer_bytes(model),
+        state_bytes=expected,
+        external_data=target.parent / data_name if data_name else None,
+        metadata=props,
+    )
+
+
+_STEP_HINTS = {
+    "trace": "the model must trace with torch.export (no data-dependent control flow); "
+    "try exporter='torchscript' or fix the forward",
+    "load": "the exporter wrote an unreadable file; check disk space and the onnx version",
+    "save": "check disk space and write permission on the target folder",
+    "check": "the exported graph is invalid; try another opset or exporter",
+}
+
+
+def _step(name: str, fn: Any) -> Any:
+    """Run one export step; any failure becomes an ExportError naming the step."""
+    try:
+        return fn()
+    except ExportError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every failure of a step is reported the same way
+        raise ExportError(f"export: step '{name}' failed: {exc}. {_STEP_HINTS[name]}") from exc
+
+
+def _trace(plain: nn.Module, inputs: tuple[torch.Tensor, ...], raw: Path, exporter: str,
+           opset: int | None, dynamic_batch: bool, in_names: tuple[str, ...],
+           out_names: tuple[str, ...]) -> None:
+    kwargs: dict[str, Any] = {"input_names": list(in_names), "output_names": list(out_names)}
+    if opset is not None:
+        kwargs["opset_version"] = opset
+    # no torch.no_grad() here: under it nn.MultiheadAttention takes a fused fast path that the
+    # TorchScript exporter cannot translate
+    with warnings.catch_warnings(), contextlib.redirect_stdout(None):
+        warnings.simplefilter("ignore")
+        if exporter == "torchscript":
+            if dynamic_batch:
+                kwargs["dynamic_axes"] = {n: {0: "batch"} for n in (*in_names, *out_names)}
+            torch.onnx.export(plain, inputs, str(raw), dynamo=False, do_constant_folding=False,
+                              **kwargs)
+            return
+        if dynamic_batch:
+            # torch.export specialises a size-1 dimension; trace at batch 2 so it stays symbolic
+            inputs = tuple(t.expand(2, *t.shape[1:]).contiguous() if t.ndim and t.shape[0] == 1
+                           else t for t in inputs)
+            batch = torch.export.Dim("batch")
+            kwargs["dynamic_shapes"] = tuple({0: batch} if t.ndim else None for t in inputs)
+        program = torch.onnx.export(plain, inputs, dynamo=True, optimize=False, verbose=False,
+                                    **kwargs)
+        program.save(str(raw))
+
+
+def _normalise(model: onnx.ModelProto, props: Mapping[str, str]) -> None:
+    """Remove what differs between runs or machines and stamp our metadata, sorted by key."""
+    model.doc_string = ""
+    model.graph.doc_string = ""
+    for node in model.graph.node:
+        node.doc_string = ""
+        kept = [(p.key, p.value) for p in node.metadata_props
+                if p.key not in _DROPPED_NODE_METADATA]
+        del node.metadata_props[:]
+        for key, value in kept:
+            node.metadata_props.add(key=key, value=value)
+    merged = {p.key: p.value for p in model.metadata_props}
+    merged.update(props)
+    del model.metadata_props[:]
+    for key in sorted(merged):
+        model.metadata_props.add(key=key, value=merged[key])
+
+
+def _initializer_bytes(model: onnx.ModelProto) -> int:
+    total = 0
+    for init in model.graph.initializer:
+        numel = 1
+        for d in init.dims:
+            numel *= d
+        itemsize = onnx.helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
+        total += numel * itemsize
+    return total

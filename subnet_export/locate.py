@@ -1,0 +1,279 @@
+"""Name the first module whose output differs between the plain torch model and its ONNX file.
+
+torch side: forward hooks record each module's output in the order modules finish. ONNX side:
+every node carries the module path that produced it (the dynamo exporter's
+``pkg.torch.onnx.name_scopes`` node metadata, its ``namespace`` string in older versions, or the
+TorchScript exporter's ``/blocks/blocks.0/conv/Conv`` node names). A module's output tensors
+are the values its nodes produce and something outside it reads; those are added as extra graph
+outputs of an in-memory copy, run once through onnxruntime and compared in torch's order.
+"""
+
+from __future__ import annotations
+
+import ast
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+import torch
+from torch import nn
+
+from .parity import OutputComparison, Tolerance
+
+__all__ = ["Divergence", "locate_divergence", "locate_torch_divergence", "module_scopes"]
+
+_NO_MODULE = "_empty_nn_module_stack_from_metadata_hook"
+
+
+@dataclass(frozen=True)
+class Divergence:
+    """Where the plain model and the ONNX model first disagree.
+
+    Attributes:
+        module: path of the first diverging module in execution order (``blocks.1.conv``), or
+            None when no module output could be blamed (``reason`` says why).
+        labels: supernet labels that chose this module (from ``module_labels``), nearest
+            labelled ancestor when the module itself has none.
+        tensor: the ONNX value compared for that module.
+        max_abs_error: largest finite difference at that module.
+        nan_count: NaN/Inf elements in either side at that module.
+        checked: how many module outputs were compared before stopping.
+        unmapped: modules with no ONNX counterpart (fused away, identity, called twice).
+        reason: one line a user can act on.
+    """
+
+    module: str | None
+    reason: str
+    labels: list[str] = field(default_factory=list)
+    tensor: str = ""
+    max_abs_error: float = 0.0
+    nan_count: int = 0
+    checked: int = 0
+    unmapped: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """One human line, e.g. ``first divergence: blocks.1.conv (labels: ks1) ...``."""
+        if self.module is None:
+            return f"first divergence: not located ({self.reason})"
+        labels = f" (labels: {', '.join(self.labels)})" if self.labels else ""
+        return f"first divergence: {self.module}{labels}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; an infinite error is written as the string "inf"."""
+        data = asdict(self)
+        if not np.isfinite(data["max_abs_error"]):
+            data["max_abs_error"] = str(data["max_abs_error"])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Divergence:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{**data, "max_abs_error": float(data["max_abs_error"])})
+
+
+def module_scopes(node: onnx.NodeProto) -> list[str]:
+    """The module paths enclosing one ONNX node, outermost first (empty when unknown)."""
+    meta = {p.key: p.value for p in node.metadata_props}
+    if "pkg.torch.onnx.name_scopes" in meta:
+        scopes = list(ast.literal_eval(meta["pkg.torch.onnx.name_scopes"]))[:-1]
+    elif "namespace" in meta:
+        scopes = [part.split(":")[0] for part in meta["namespace"].split("/")][:-1]
+    elif node.name.startswith("/"):
+        scopes = [""]
+        for seg in node.name.split("/")[1:-1]:
+            # TorchScript names a Sequential's child by its full path, other children by attribute
+            prev = scopes[-1]
+            scopes.append(seg if not prev or seg.startswith(prev + ".") else f"{prev}.{seg}")
+    else:
+        return []
+    return [s for s in scopes if s and s != _NO_MODULE]
+
+
+def _capture(model: nn.Module, inputs: Sequence[torch.Tensor]) -> dict[str, list[torch.Tensor]]:
+    """Each module's output tensors, in the order modules finish; modules called twice dropped."""
+    seen: dict[str, list[torch.Tensor]] = {}
+    repeated: set[str] = set()
+
+    def hook(name: str):
+        def fn(_mod: nn.Module, _args: Any, out: Any) -> None:
+            if name in seen:
+                repeated.add(name)
+                return
+            items = out if isinstance(out, (tuple, list)) else (out,)
+            flat = [o for o in items if isinstance(o, torch.Tensor)]
+            seen[name] = [t.detach().clone() for t in flat]
+        return fn
+
+    handles = [m.register_forward_hook(hook(n)) for n, m in model.named_modules() if n]
+    try:
+        with torch.no_grad():
+            model(*inputs)
+    finally:
+        for h in handles:
+            h.remove()
+    return {k: v for k, v in seen.items() if k not in repeated and v}
+
+
+def _boundaries(model: onnx.ModelProto, modules: Sequence[str]) -> dict[str, list[str]]:
+    """For each module path, the values its nodes produce that are read outside it."""
+    nodes = list(model.graph.node)
+    scopes = [set(module_scopes(n)) for n in nodes]
+    graph_outputs = {o.name for o in model.graph.output}
+    readers: dict[str, list[int]] = {}
+    for i, n in enumerate(nodes):
+        for name in n.input:
+            readers.setdefault(name, []).append(i)
+    result: dict[str, list[str]] = {}
+    for path in modules:
+        inside = {i for i, s in enumerate(scopes) if path in s}
+        result[path] = [
+            out for i in sorted(inside) for out in nodes[i].output
+            if out and (out in graph_outputs or any(r not in inside for r in readers.get(out, ())))
+        ]
+    return result
+
+
+def locate_divergence(
+    plain: nn.Module,
+    onnx_path: str | Path,
+    inputs: Sequence[torch.Tensor],
+    *,
+    tolerance: Tolerance,
+    module_labels: Mapping[str, Sequence[str]] | None = None,
+) -> Divergence | None:
+    """Find the first module (in execution order) whose ONNX output differs from torch's.
+
+    Args:
+        plain: the plain torch model the ONNX file was exported from.
+        onnx_path: the ONNX file (external data is loaded from beside it).
+        inputs: one input set, in graph input order.
+        tolerance: the elementwise tolerance a module output must meet.
+        module_labels: optional ``{module path: [supernet labels]}`` to report which choices
+            selected the diverging module (``se.module_labels(supernet, arch)``).
+
+    Returns:
+        The :class:`Divergence`, a Divergence with ``module=None`` when nothing can be blamed,
+        or None when every mapped module output agrees.
+    """
+    import onnxruntime as ort
+
+    plain.eval()
+    captured = _capture(plain, inputs)
+    model = onnx.load(str(onnx_path), load_external_data=True)
+    bounds = _boundaries(model, list(captured))
+    known = {o.name for o in model.graph.output}
+    for names in bounds.values():
+        for name in names:
+            if name not in known:
+                model.graph.output.append(onnx.ValueInfoProto(name=name))
+                known.add(name)
+    graph_inputs = [i.name for i in model.graph.input
+                    if i.name not in {t.name for t in model.graph.initializer}]
+    try:
+        session = ort.InferenceSession(model.SerializeToString(),
+                                       providers=["CPUExecutionProvider"])
+        feed = {n: t.detach().cpu().numpy() for n, t in zip(graph_inputs, inputs)}
+        names = [o.name for o in session.get_outputs()]
+        values = dict(zip(names, session.run(names, feed)))
+    except Exception as exc:  # noqa: BLE001 - a failed run is a result, not a crash
+        return Divergence(module=None, reason=f"could not run the instrumented model: {exc}")
+
+    unmapped: list[str] = []
+    checked = 0
+    for path, tensors in captured.items():
+        pairs = _match(tensors, [(n, values[n]) for n in bounds.get(path, []) if n in values])
+        if not pairs:
+            unmapped.append(path)
+            continue
+        checked += 1
+        for tensor_name, torch_out, onnx_out in pairs:
+            cmp = OutputComparison.from_arrays(tensor_name, "", onnx_out, torch_out, tolerance)
+            if not cmp.passed:
+                bad = cmp.nan_count + cmp.inf_count + cmp.ref_nonfinite
+                why = (f"{bad} NaN/Inf in its output" if bad else
+                       f"max abs error {cmp.max_abs_error:.3g} over atol={tolerance.atol:g} "
+                       f"rtol={tolerance.rtol:g}")
+                return Divergence(module=path, reason=f"{why} (ONNX value {tensor_name!r})",
+                                  labels=_labels(path, module_labels), tensor=tensor_name,
+                                  max_abs_error=cmp.max_abs_error, nan_count=bad,
+                                  checked=checked, unmapped=unmapped)
+    if not checked:
+        return Divergence(module=None, unmapped=unmapped,
+                          reason="no module output could be matched to an ONNX value")
+    return None
+
+
+def locate_torch_divergence(
+    reference: nn.Module,
+    plain: nn.Module,
+    inputs: Sequence[torch.Tensor],
+    *,
+    tolerance: Tolerance,
+    module_labels: Mapping[str, Sequence[str]] | None = None,
+) -> Divergence | None:
+    """Find the first module whose plain output differs from the same path in ``reference``.
+
+    Used when the plain torch model itself disagrees with the supernet path: modules are paired
+    by path (the plain model keeps the supernet's module paths), and only same-shaped outputs
+    are compared. Call it with the supernet's arch already fixed.
+
+    Args:
+        reference: the supernet (inside ``fixed_arch``) or any model with the same paths.
+        plain: the plain model.
+        inputs: one input set.
+        tolerance: the elementwise tolerance.
+        module_labels: optional ``{module path: [labels]}``.
+
+    Returns:
+        The :class:`Divergence`, or None when every paired module agrees.
+    """
+    plain.eval()
+    reference.eval()
+    ref_out = _capture(reference, inputs)
+    checked = 0
+    unmapped: list[str] = []
+    for path, tensors in _capture(plain, inputs).items():
+        theirs = ref_out.get(path, [])
+        pairs = [(a, b) for a, b in zip(tensors, theirs) if a.shape == b.shape]
+        if not pairs:
+            unmapped.append(path)
+            continue
+        checked += 1
+        for mine, ref in pairs:
+            cmp = OutputComparison.from_arrays(path, "", mine.numpy(), ref.numpy(), tolerance)
+            if not cmp.passed:
+                return Divergence(module=path, reason=f"plain model differs from the supernet "
+                                  f"path: {cmp.reason}", labels=_labels(path, module_labels),
+                                  max_abs_error=cmp.max_abs_error,
+                                  nan_count=cmp.nan_count + cmp.inf_count, checked=checked,
+                                  unmapped=unmapped)
+    if not checked:
+        return Divergence(module=None, unmapped=unmapped,
+                          reason="no plain module path matches a supernet module path")
+    return None
+
+
+def _match(tensors: list[torch.Tensor], values: list[tuple[str, np.ndarray]]
+           ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """Pair each torch output with the last same-shaped boundary value (the module's result)."""
+    pairs = []
+    for t in tensors:
+        ref = t.cpu().numpy()
+        same = [(n, v) for n, v in values if v.shape == ref.shape and v.dtype == ref.dtype]
+        if same:
+            pairs.append((same[-1][0], ref, same[-1][1]))
+    return pairs
+
+
+def _labels(path: str, module_labels: Mapping[str, Sequence[str]] | None) -> list[str]:
+    if not module_labels:
+        return []
+    parts = path.split(".")
+    for k in range(len(parts), 0, -1):
+        labels = module_labels.get(".".join(parts[:k]))
+        if labels:
+            return list(labels)
+    return []
