@@ -52,8 +52,8 @@ _EXPORTS: dict[str, str] = {
     "module_labels": "materialization",
     "export_onnx": "export",
     "ExportResult": "export",
-    "validate": "validate",
-    "make_inputs": "validate",
+    "validate": "validation",
+    "make_inputs": "validation",
     "ParityReport": "parity",
     "BackendResult": "parity",
     "OutputComparison": "parity",
@@ -64,9 +64,9 @@ _EXPORTS: dict[str, str] = {
     "BundleManifest": "bundle",
     "verify_bundle": "verify",
     "VerifyReport": "verify",
-    "gate": "gate",
-    "Budget": "gate",
-    "GateReport": "gate",
+    "gate": "gating",
+    "Budget": "gating",
+    "GateReport": "gating",
 }
 
 __all__ = ["__version__", *_EXPORTS]

@@ -1,0 +1,263 @@
+"""``write_bundle``: the deployment bundle an edge team receives, written atomically.
+
+A bundle is a directory::
+
+    model.onnx        the model, byte for byte as exported
+    <external data>   the model's external-data file(s), at the relative paths the model names
+    arch.json         the architecture
+    parity.json       the parity report
+    samples.npz       inputs and expected outputs (key convention in ``_samples``)
+    manifest.json     versions, IO signature, opset, parameter count, size and sha256 of every
+                      other file, parity verdict (schema in docs/bundle.md)
+
+Same inputs give byte-identical files: nothing written holds a timestamp, JSON is canonical and
+the npz is stamped with a fixed date. Imports onnx and numpy, never torch.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from . import __version__
+from ._atomic import atomic_directory, check_destination, copy_file, write_file
+from ._hashing import digest_file, list_files
+from ._manifest import MANIFEST_NAME, BundleManifest
+from ._samples import SampleCase, parse_samples, sample_key, write_samples
+from .errors import InputError
+
+__all__ = ["DEFAULT_TOLERANCE", "MODEL_NAME", "BundleManifest", "sample_key", "write_bundle"]
+
+MODEL_NAME = "model.onnx"
+ARCH_NAME = "arch.json"
+PARITY_NAME = "parity.json"
+SAMPLES_NAME = "samples.npz"
+_RESERVED = {MODEL_NAME, ARCH_NAME, PARITY_NAME, SAMPLES_NAME, MANIFEST_NAME}
+#: Used by ``verify`` when neither ``extra["tolerance"]`` nor ``parity["tolerance"]`` gives one.
+DEFAULT_TOLERANCE = {"atol": 1e-4, "rtol": 1e-3}
+# Keys of ``extra`` that fill dedicated manifest fields instead of landing in ``manifest.extra``.
+_PROMOTED = ("parameter_count", "source_checkpoint_sha256", "tolerance")
+_VERSIONED = {
+    "subnet-export": "subnet-export",
+    "torch": "torch",
+    "onnx": "onnx",
+    "onnxruntime": "onnxruntime",
+    "numpy": "numpy",
+}
+
+
+def _versions() -> dict[str, str | None]:
+    # importlib.metadata reads the installed version without importing the package (torch stays
+    # unimported); onnxruntime-gpu installs under its own distribution name.
+    out: dict[str, str | None] = {}
+    for key, dist in _VERSIONED.items():
+        names = (dist, "onnxruntime-gpu") if dist == "onnxruntime" else (dist,)
+        out[key] = None
+        for name in names:
+            try:
+                out[key] = importlib.metadata.version(name)
+                break
+            except importlib.metadata.PackageNotFoundError:
+                continue
+    if out["subnet-export"] is None:
+        out["subnet-export"] = __version__
+    return out
+
+
+def _json_bytes(data: Any, what: str, *, allow_nan: bool = False) -> bytes:
+    try:
+        text = json.dumps(data, indent=2, sort_keys=True, ensure_ascii=True, allow_nan=allow_nan)
+    except (TypeError, ValueError) as e:
+        raise InputError(f"{what} is not JSON-serializable: {e}") from e
+    return (text + "\n").encode()
+
+
+def _parity_tolerance(parity: Mapping[str, Any]) -> Any:
+    # A parity report records one tolerance per backend; samples are rerun on onnxruntime CPU,
+    # so that backend's tolerance is the one that applies.
+    if "tolerance" in parity:
+        return parity["tolerance"]
+    backends = [b for b in parity.get("backends") or [] if isinstance(b, Mapping)]
+    backends.sort(key=lambda b: str(b.get("name", "")) != "ort-cpu")
+    return next((b["tolerance"] for b in backends if isinstance(b.get("tolerance"), Mapping)),
+                None)
+
+
+def _tolerance(extra: Mapping[str, Any], parity: Mapping[str, Any]) -> dict[str, float]:
+    for source, value in (("extra['tolerance']", extra.get("tolerance")),
+                          ("parity['tolerance']", _parity_tolerance(parity))):
+        if value is None:
+            continue
+        try:
+            tol = {"atol": float(value["atol"]), "rtol": float(value["rtol"])}
+        except (TypeError, KeyError, ValueError) as e:
+            if source.startswith("parity"):
+                continue  # the parity report's layout is not ours to enforce
+            raise InputError(f"{source} must be {{'atol': float, 'rtol': float}}") from e
+        if all(math.isfinite(v) and v >= 0 for v in tol.values()):
+            return tol
+        raise InputError(f"{source} must hold finite non-negative atol and rtol, not {value}")
+    return dict(DEFAULT_TOLERANCE)
+
+
+def _check_samples(cases: list[SampleCase], inputs: list[dict[str, Any]],
+                   outputs: list[dict[str, Any]]) -> None:
+    by_name = {io["name"]: io for io in inputs}
+    out_names = {io["name"] for io in outputs}
+    for case in cases:
+        if set(case.inputs) != set(by_name):
+            raise InputError(
+                f"samples case {case.index} has inputs {sorted(case.inputs)} but the model "
+                f"takes {sorted(by_name)}"
+            )
+        unknown = sorted(set(case.outputs) - out_names)
+        if unknown:
+            raise InputError(f"samples case {case.index} has outputs {unknown} the model lacks")
+        for name, array in case.inputs.items():
+            io = by_name[name]
+            if array.dtype.name != io["dtype"]:
+                raise InputError(
+                    f"samples input {name!r} (case {case.index}) is {array.dtype.name}, "
+                    f"the model expects {io['dtype']}"
+                )
+            shape = io["shape"]
+            if shape is not None and (
+                len(shape) != array.ndim
+                or any(isinstance(d, int) and d != n
+                       for d, n in zip(shape, array.shape, strict=True))
+            ):
+                raise InputError(
+                    f"samples input {name!r} (case {case.index}) has shape {array.shape}, "
+                    f"the model expects {shape}"
+                )
+
+
+def _read_model(model_path: Path) -> tuple[Any, list[str]]:
+    from . import _onnx_info  # onnx is only needed here, not by readers of the manifest
+
+    if not model_path.is_file():
+        raise InputError(f"model file {model_path} does not exist; export the model first")
+    try:
+        model = _onnx_info.load_model(model_path)
+    except OSError as e:
+        raise InputError(f"cannot read model file {model_path}: {e}") from e
+    except Exception as e:  # protobuf raises its own DecodeError; nothing else is expected
+        raise InputError(f"{model_path} is not an ONNX model: {e}") from e
+    try:
+        locations = _onnx_info.external_data_locations(model)
+    except ValueError as e:
+        raise InputError(f"{model_path}: {e}; re-export with a relative external data path") from e
+    for loc in locations:
+        if loc in _RESERVED:
+            raise InputError(f"{model_path} keeps external data in {loc!r}, a bundle file name")
+        if not (model_path.parent / loc).is_file():
+            raise InputError(
+                f"{model_path} keeps external data in {loc!r}, which is missing beside it"
+            )
+    return model, locations
+
+
+def write_bundle(
+    out_dir: str | os.PathLike[str],
+    *,
+    model_path: str | os.PathLike[str],
+    arch: Mapping[str, Any],
+    parity: Mapping[str, Any],
+    samples: Mapping[str, np.ndarray],
+    extra: Mapping[str, Any] | None = None,
+    force: bool = False,
+) -> BundleManifest:
+    """Write a deployment bundle to ``out_dir`` atomically.
+
+    Everything is validated first, then built in a hidden work directory beside ``out_dir``,
+    fsynced and renamed into place (see ``_atomic`` for what a crash at any step leaves).
+
+    Args:
+        out_dir: the bundle directory to create.
+        model_path: an exported ONNX file; external-data files it references (relative paths
+            beside it) are copied and hashed too.
+        arch: the architecture, a JSON object.
+        parity: the parity report's JSON; ``parity["passed"]`` (bool) gives the verdict and a
+            tolerance of ``{"atol", "rtol"}`` (``parity["tolerance"]``, else the ``ort-cpu``
+            backend's, else the first backend's) becomes the samples' tolerance.
+        samples: ``input:<name>`` / ``output:<name>`` arrays, ``input.<k>:<name>`` for case k.
+        extra: more manifest content. ``parameter_count`` (int), ``source_checkpoint_sha256``
+            (str) and ``tolerance`` (``{"atol", "rtol"}``, overrides the parity one) fill their
+            manifest fields; every other key goes to ``manifest.extra``.
+        force: replace an existing bundle at ``out_dir``.
+
+    Returns:
+        The manifest written.
+
+    Raises:
+        InputError: a bad argument (missing model, unsafe external-data path, samples that do
+            not fit the model, non-JSON arch/extra), ``out_dir`` existing without ``force`` or
+            not being a bundle, or a write failure; nothing is left half-written.
+    """
+    out_dir = Path(out_dir)
+    model_path = Path(model_path)
+    extra = dict(extra or {})
+    check_destination(out_dir.absolute(), force=force, marker=MANIFEST_NAME)
+
+    from . import _onnx_info
+
+    model, locations = _read_model(model_path)
+    inputs, outputs = _onnx_info.io_signature(model)
+    if not isinstance(arch, Mapping):
+        raise InputError(f"arch must be a JSON object, not {type(arch).__name__}")
+    if not isinstance(parity, Mapping) or not isinstance(parity.get("passed"), bool):
+        raise InputError("parity must be a parity report dict with a boolean 'passed'")
+    try:
+        cases = parse_samples(samples)
+    except ValueError as e:
+        raise InputError(f"bad samples: {e}") from e
+    _check_samples(cases, inputs, outputs)
+    n_params = extra.get("parameter_count", _onnx_info.parameter_count(model))
+    if not isinstance(n_params, int) or isinstance(n_params, bool) or n_params < 0:
+        raise InputError(f"extra['parameter_count'] must be a non-negative int, not {n_params!r}")
+    checkpoint = extra.get("source_checkpoint_sha256")
+    if checkpoint is not None and not isinstance(checkpoint, str):
+        raise InputError("extra['source_checkpoint_sha256'] must be a hex string")
+    tolerance = _tolerance(extra, parity)
+    arch_bytes = _json_bytes(dict(arch), "arch")
+    # A failed run may report NaN errors; Python's json reads NaN back, so keep it.
+    parity_bytes = _json_bytes(dict(parity), "parity", allow_nan=True)
+    rest = {k: v for k, v in extra.items() if k not in _PROMOTED}
+    _json_bytes(rest, "extra")
+
+    with atomic_directory(out_dir, force=force, marker=MANIFEST_NAME) as work:
+        copy_file(model_path, work / MODEL_NAME)
+        for loc in locations:
+            copy_file(model_path.parent / loc, work / loc)
+        write_file(work / ARCH_NAME, arch_bytes)
+        write_file(work / PARITY_NAME, parity_bytes)
+        write_samples(work / SAMPLES_NAME, samples)
+        files = {rel: digest_file(work / rel).to_json() for rel in list_files(work)}
+        manifest = BundleManifest(
+            tool_version=__version__,
+            versions=_versions(),
+            model_file=MODEL_NAME,
+            external_data=locations,
+            ir_version=int(model.ir_version),
+            opset=_onnx_info.default_opset(model),
+            opset_imports={op.domain: int(op.version) for op in model.opset_import},
+            inputs=inputs,
+            outputs=outputs,
+            parameter_count=n_params,
+            source_checkpoint_sha256=checkpoint,
+            parity="passed" if parity["passed"] else "failed",
+            tolerance=tolerance,
+            sample_cases=len(cases),
+            files=files,
+            extra=rest,
+        )
+        manifest.manifest_sha256 = manifest.content_sha256()
+        write_file(work / MANIFEST_NAME, manifest.dumps().encode())
+    return manifest

@@ -1,0 +1,221 @@
+"""``verify_bundle``: check a bundle's hashes and rerun its samples, on a machine without torch.
+
+Imports only the stdlib, numpy and (when samples are rerun) onnxruntime: never torch, never the
+supernet code, so an edge team can run it with nothing but ``pip install onnxruntime numpy``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ._integrity import FileCheck, check_files, load_manifest, require_intact, tamper_message
+from ._samples import read_samples
+from .errors import BundleError, InputError, TamperError
+
+__all__ = ["FileCheck", "SampleCheck", "VerifyReport", "check_files", "load_manifest",
+           "require_intact", "verify_bundle"]
+
+
+@dataclass
+class SampleCheck:
+    """One expected output of one sample case, recomputed in onnxruntime."""
+
+    case: int
+    output: str
+    passed: bool
+    max_abs_error: float | None
+    max_rel_error: float | None
+    message: str = ""
+
+
+@dataclass
+class VerifyReport:
+    """The result of :func:`verify_bundle`.
+
+    ``exit_code`` is 0 when everything passed, 1 otherwise (tampered file, output mismatch, or a
+    failed parity verdict); a malformed bundle raises :class:`BundleError` (exit 2) instead.
+    """
+
+    bundle: str
+    files: list[FileCheck]
+    samples: list[SampleCheck]
+    tolerance: dict[str, float]
+    providers: list[str]
+    parity: str
+    manifest_sha256: str
+    require_parity: bool = True
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def tampered(self) -> list[FileCheck]:
+        """File checks that failed."""
+        return [f for f in self.files if not f.passed]
+
+    @property
+    def passed(self) -> bool:
+        """Whether files, samples and (if required) the parity verdict all passed."""
+        parity_ok = self.parity == "passed" or not self.require_parity
+        return (not self.tampered and bool(self.samples)
+                and all(s.passed for s in self.samples) and parity_ok)
+
+    @property
+    def exit_code(self) -> int:
+        """0 when :attr:`passed`, else 1."""
+        return 0 if self.passed else 1
+
+    def raise_for_tamper(self) -> None:
+        """Raise :class:`TamperError` naming every file that failed its check."""
+        if self.tampered:
+            raise TamperError(tamper_message(self.bundle, self.tampered))
+
+    def to_json(self) -> dict[str, Any]:
+        """Return a JSON-ready dict (``passed`` and ``exit_code`` included)."""
+        return {
+            "bundle": self.bundle,
+            "passed": self.passed,
+            "exit_code": self.exit_code,
+            "parity": self.parity,
+            "manifest_sha256": self.manifest_sha256,
+            "tolerance": dict(self.tolerance),
+            "providers": list(self.providers),
+            "files": [{**asdict(f), "passed": f.passed} for f in self.files],
+            "samples": [asdict(s) for s in self.samples],
+            "notes": list(self.notes),
+        }
+
+    def format_table(self) -> str:
+        """Return a human-readable table of file and sample checks and the verdict."""
+        lines = [f"bundle {self.bundle}", "", f"{'file':<40} status"]
+        lines += [f"{f.path:<40} {f.status}" for f in self.files]
+        if self.samples:
+            lines += ["", f"{'case':>4}  {'output':<28} {'max abs':>10} {'max rel':>10}  verdict"]
+            for s in self.samples:
+                lines.append(f"{s.case:>4}  {s.output:<28} {_fmt(s.max_abs_error):>10} "
+                             f"{_fmt(s.max_rel_error):>10}  {'ok' if s.passed else 'FAIL'}"
+                             + (f"  {s.message}" if s.message else ""))
+        lines += [f"note: {n}" for n in self.notes]
+        lines += ["", f"parity verdict in manifest: {self.parity}",
+                  f"verify: {'PASSED' if self.passed else 'FAILED'} (exit {self.exit_code})"]
+        return "\n".join(lines)
+
+
+def _fmt(x: float | None) -> str:
+    return "n/a" if x is None else f"{x:.3g}"
+
+
+def _compare(expected: np.ndarray, actual: np.ndarray, atol: float, rtol: float
+             ) -> tuple[bool, float | None, float | None, str]:
+    if expected.shape != actual.shape:
+        return False, None, None, f"shape {actual.shape}, expected {expected.shape}"
+    if expected.size == 0:
+        return True, 0.0, 0.0, ""
+    wide = np.complex128 if np.iscomplexobj(expected) or np.iscomplexobj(actual) else np.float64
+    e, a = expected.astype(wide), actual.astype(wide)
+    diff = np.abs(a - e)
+    max_abs = float(np.max(diff))
+    max_rel = float(np.max(diff / np.maximum(np.abs(e), np.finfo(np.float64).tiny)))
+    ok = bool(np.all(np.isclose(a, e, atol=atol, rtol=rtol, equal_nan=False)))
+    if not (math.isfinite(max_abs) and math.isfinite(max_rel)):
+        return ok, None, None, "" if ok else "non-finite values"
+    return ok, max_abs, max_rel, ""
+
+
+def _session(model_path: Path, providers: list[str]) -> Any:
+    import onnxruntime as ort  # lazy: hash checks alone need no runtime
+
+    available = ort.get_available_providers()
+    missing = [p for p in providers if p not in available]
+    if missing:
+        raise InputError(f"onnxruntime provider(s) {missing} unavailable here; have {available}")
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    try:
+        return ort.InferenceSession(str(model_path), options, providers=providers)
+    except Exception as e:  # onnxruntime raises its own exception types
+        raise BundleError(f"onnxruntime cannot load {model_path}: {e}") from e
+
+
+def verify_bundle(
+    bundle_dir: str | Path,
+    *,
+    providers: list[str] | None = None,
+    atol: float | None = None,
+    rtol: float | None = None,
+    require_parity: bool = True,
+) -> VerifyReport:
+    """Check every file of a bundle against its manifest, then rerun its samples in onnxruntime.
+
+    Samples are not run when a file check failed: a tampered model is not loaded.
+
+    Args:
+        bundle_dir: the bundle directory.
+        providers: onnxruntime execution providers, in order; default CPU only.
+        atol: absolute tolerance; default the manifest's ``tolerance["atol"]``.
+        rtol: relative tolerance; default the manifest's ``tolerance["rtol"]``.
+        require_parity: fail when the manifest's parity verdict is ``failed``.
+
+    Returns:
+        The report; its ``exit_code`` is 1 for a tampered file, an output mismatch, or a failed
+        parity verdict (when required), else 0.
+
+    Raises:
+        BundleError: the bundle is missing, its manifest or samples are unreadable or malformed,
+            or onnxruntime cannot load its model (exit code 2).
+        InputError: a requested provider is unavailable.
+    """
+    root = Path(bundle_dir)
+    manifest, files = check_files(root)
+    tol = {"atol": manifest.tolerance.get("atol", 0.0) if atol is None else atol,
+           "rtol": manifest.tolerance.get("rtol", 0.0) if rtol is None else rtol}
+    providers = list(providers or ["CPUExecutionProvider"])
+    report = VerifyReport(str(root), files, [], tol, providers, manifest.parity,
+                          manifest.manifest_sha256, require_parity)
+    if report.tampered:
+        report.notes.append("samples not run: the bundle's files do not match its manifest")
+        return report
+    try:
+        cases = read_samples(root / "samples.npz")
+    except ValueError as e:
+        raise BundleError(f"bundle {root}: {e}") from e
+    session = _session(root / manifest.model_file, providers)
+    for case in cases:
+        names = sorted(case.outputs)
+        try:
+            got = session.run(names, case.inputs)
+        except Exception as e:  # onnxruntime's own error types: the samples do not fit the model
+            raise BundleError(f"bundle {root}: sample case {case.index} does not run: {e}") from e
+        for name, actual in zip(names, got, strict=True):
+            ok, mabs, mrel, msg = _compare(case.outputs[name], np.asarray(actual),
+                                           tol["atol"], tol["rtol"])
+            report.samples.append(SampleCheck(case.index, name, ok, mabs, mrel, msg))
+    if manifest.parity != "passed":
+        report.notes.append("the manifest records a failed parity check")
+    return report
+
+
+def _main(argv: list[str] | None = None) -> int:
+    """``python -m subnet_export.verify BUNDLE [--json]``: the same check without the CLI."""
+    import argparse
+    import sys
+
+    parser = argparse.ArgumentParser(prog="python -m subnet_export.verify")
+    parser.add_argument("bundle")
+    parser.add_argument("--json", action="store_true")
+    args = parser.parse_args(argv)
+    try:
+        report = verify_bundle(args.bundle)
+    except (BundleError, InputError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return e.exit_code
+    print(json.dumps(report.to_json(), indent=2) if args.json else report.format_table())
+    return report.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(_main())
