@@ -104,7 +104,8 @@ def onnx_command(supernet: str, arch_path: str | None, weights: str | None, out_
     result = export_subnet(
         net, out_dir, input_shapes=shapes, arch=arch, exporter=exporter, opset=opset,
         providers=_providers(providers), tolerance=tolerance, samples=samples, batch=batch,
-        seed=seed, force=force, checkpoint_sha256=sha, progress=progress)
+        seed=seed, force=force, checkpoint_sha256=sha, progress=progress,
+        warn=lambda message: click.echo(f"warning: {message}", err=True))
     click.echo(result.report.format_table(), err=True)
     verdict = "PASSED" if result.report.passed else "FAILED"
     click.echo(f"parity {verdict}; bundle: {result.out_dir}", err=True)

@@ -25,7 +25,7 @@ from .materialization import materialize, module_labels
 from .parity import ParityReport, Tolerance
 from .validation import make_inputs, validate
 
-__all__ = ["STAGES", "RunResult", "export_subnet"]
+__all__ = ["STAGES", "RunResult", "export_subnet", "nonfinite_tensors"]
 
 STAGES = ("freeze", "materialize", "export", "validate", "bundle")
 
@@ -40,6 +40,7 @@ class RunResult:
     manifest: BundleManifest
     parameter_count: int
     timings: dict[str, float] = field(default_factory=dict)
+    nonfinite: list[str] = field(default_factory=list)
 
     @property
     def exit_code(self) -> int:
@@ -54,6 +55,7 @@ class RunResult:
             "exit_code": self.exit_code,
             "arch": self.arch,
             "parameter_count": self.parameter_count,
+            "nonfinite_tensors": self.nonfinite,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
             "parity": self.report.to_dict(),
         }
@@ -75,6 +77,7 @@ def export_subnet(
     force: bool = False,
     checkpoint_sha256: str | None = None,
     progress: Callable[[str, str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> RunResult:
     """Run every stage and write the bundle to ``out_dir``.
 
@@ -93,6 +96,8 @@ def export_subnet(
         force: replace an existing bundle.
         checkpoint_sha256: sha256 of the weights file, recorded in the model and manifest.
         progress: called as ``progress(stage, "start" | "done")``.
+        warn: called with a message for problems that do not stop the run (NaN or Inf in
+            the subnet's weights: named before export; parity then fails).
 
     Returns:
         A :class:`RunResult`; its ``exit_code`` is 1 when parity failed (the bundle is still
@@ -122,6 +127,10 @@ def export_subnet(
     frozen = stage("freeze", lambda: freeze(supernet, arch))
     plain = stage("materialize", lambda: materialize(supernet, frozen).eval())
     n_params = sum(p.numel() for p in plain.parameters())
+    nonfinite = nonfinite_tensors(plain)
+    if nonfinite and warn is not None:
+        warn(f"the subnet's weights hold NaN or Inf in {len(nonfinite)} tensor(s): "
+             f"{', '.join(nonfinite[:5])}; parity will fail")
     with tempfile.TemporaryDirectory(prefix=".subnet-export-") as tmp:
         onnx_path = Path(tmp) / "model.onnx"
         exported = stage("export", lambda: export_onnx(
@@ -139,7 +148,13 @@ def export_subnet(
             samples=arrays, force=force,
             extra={"parameter_count": n_params, "source_checkpoint_sha256": checkpoint_sha256,
                    "exporter": exporter}))
-    return RunResult(out_dir, frozen, report, manifest, n_params, timings)
+    return RunResult(out_dir, frozen, report, manifest, n_params, timings, nonfinite)
+
+
+def nonfinite_tensors(model: nn.Module) -> list[str]:
+    """Names of the floating-point parameters and buffers holding NaN or Inf."""
+    return [name for name, t in model.state_dict().items()
+            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
 
 
 def _reference_samples(supernet: nn.Module, arch: Mapping[str, Any],

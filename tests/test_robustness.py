@@ -146,3 +146,62 @@ def test_memory_stays_flat_over_many_exports():
     growth = max(rss[SOAK_EXPORTS // 5:]) - warm
     print(f"soak: RSS {rss[0]:.0f} MB first, {warm:.0f} MB warm, {rss[-1]:.0f} MB last")
     assert growth < SOAK_MAX_GROWTH_MB, f"RSS grew {growth:.1f} MB over {SOAK_EXPORTS} exports"
+
+
+def _tiny_checkpoint(tmp_path: Path, mutate) -> Path:
+    import torch
+
+    sys.path.insert(0, str(FIXTURES))
+    try:
+        import tiny_space
+    finally:
+        sys.path.remove(str(FIXTURES))
+    state = tiny_space.supernet().state_dict()
+    mutate(state)
+    path = tmp_path / "weights.pt"
+    torch.save(state, path)
+    return path
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
+def test_nonfinite_weights_are_named_and_fail_parity(tmp_path, bad):
+    def poison(state):
+        state["head.weight"][0, 0] = bad
+
+    ckpt = _tiny_checkpoint(tmp_path, poison)
+    out = tmp_path / "b"
+    proc = subprocess.run(_onnx(out, "--weights", str(ckpt), "--json"), capture_output=True,
+                          text=True)
+    assert proc.returncode == 1, proc.stderr
+    warning = [line for line in proc.stderr.splitlines() if line.startswith("warning:")]
+    assert warning and "head.weight" in warning[0]
+    summary = json.loads(proc.stdout)
+    assert summary["passed"] is False and summary["nonfinite_tensors"] == ["head.weight"]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["parity"] == "failed"
+
+
+def test_disk_full_during_bundle_leaves_nothing(tmp_path, monkeypatch, capsys):
+    import errno
+
+    from subnet_export import _atomic
+    from subnet_export.cli import main
+
+    real = _atomic.os.fsync
+    calls = {"n": 0}
+
+    def failing_fsync(fd):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(_atomic.os, "fsync", failing_fsync)
+    out = tmp_path / "b"
+    code = main(["onnx", SPACE, "--out", str(out), "--batch", "2"])
+    assert code == 2
+    assert calls["n"] >= 3, "the simulated failure never triggered"
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "Traceback" not in err
+    assert not out.exists()
+    assert [p.name for p in tmp_path.iterdir()] == []
