@@ -102,23 +102,13 @@ def _exported(supernet: nn.Module) -> Arch:
         for label, value in module.export(memo).items():
             memo[label] = value
     for path, module, attr, expr in choice_attributes(supernet):
-        # A value kept as an attribute follows the arch last applied; recover leaf values
-        # the modules did not export from the attribute (single-leaf expressions only).
+        # Leaf values no module exports come from the arch last applied to the attribute
+        # (recorded by _apply); the value alone cannot be inverted for a * b or k // 2.
+        applied = module.__dict__.get("_se_choice_leaves", {}).get(attr, {})
         for label, choice in leaves(expr).items():
             if label not in memo:
-                memo[label] = _attribute_leaf(module, attr, expr, label, choice)
+                memo[label] = applied.get(label, choice.candidates[0])
     return memo
-
-
-def _attribute_leaf(module, attr, expr, label, choice) -> Any:
-    current = getattr(module, attr)
-    for candidate in choice.candidates:
-        try:
-            if evaluate(expr, {label: candidate}) == current:
-                return candidate
-        except ArchError:
-            break
-    return choice.candidates[0]
 
 
 def load_arch(path: str | Path) -> Arch:
@@ -131,7 +121,9 @@ def load_arch(path: str | Path) -> Arch:
     def pairs(items: list[tuple[str, Any]]) -> dict[str, Any]:
         seen: dict[str, Any] = {}
         for key, value in items:
-            if key in seen and seen[key] != value:
+            # Compare as JSON: 8 and 8.0, or 1 and true, are different values of a label.
+            if key in seen and json.dumps(seen[key], sort_keys=True) != json.dumps(
+                    value, sort_keys=True):
                 raise ArchError(
                     f"label {key!r} has conflicting values {seen[key]!r} and {value!r} in {path}",
                     key)
@@ -155,6 +147,8 @@ def _apply(supernet: nn.Module, arch: Arch, fixed: bool | None) -> None:
             module._fixed = fixed
     for _, module, attr, expr in choice_attributes(supernet):
         setattr(module, attr, evaluate(expr, arch))
+        module.__dict__.setdefault("_se_choice_leaves", {})[attr] = {
+            lb: arch[lb] for lb in leaves(expr)}
 
 
 def sample_arch(supernet: nn.Module, seed: int | None = None) -> Arch:
@@ -184,12 +178,18 @@ def fixed_arch(supernet: nn.Module, arch: Mapping[str, Any] | None = None) -> It
     """
     arch = freeze(supernet, arch)
     saved = [(m, dict(m._arch), m._fixed) for _, m in iter_supernet_modules(supernet)]
-    saved_attrs = [(m, attr, getattr(m, attr)) for _, m, attr, _ in choice_attributes(supernet)]
+    saved_attrs = [(m, attr, getattr(m, attr), m.__dict__.get("_se_choice_leaves", {}).get(attr))
+                   for _, m, attr, _ in choice_attributes(supernet)]
     try:
         _apply(supernet, arch, True)
         yield arch
     finally:
         for module, state, was_fixed in saved:
             module._arch, module._fixed = state, was_fixed
-        for module, attr, value in saved_attrs:
+        for module, attr, value, applied in saved_attrs:
             setattr(module, attr, value)
+            recorded = module.__dict__.setdefault("_se_choice_leaves", {})
+            if applied is None:
+                recorded.pop(attr, None)
+            else:
+                recorded[attr] = applied

@@ -51,6 +51,7 @@ class ChoiceExpr:
     def __truediv__(self, o): return self._bin(o, operator.truediv, "/")  # noqa: E704
     def __rtruediv__(self, o): return self._bin(o, operator.truediv, "/", True)  # noqa: E704
     def __mod__(self, o): return self._bin(o, operator.mod, "%")  # noqa: E704
+    def __rmod__(self, o): return self._bin(o, operator.mod, "%", True)  # noqa: E704
     def __neg__(self): return ChoiceExpr(operator.neg, (self,), f"-{self!r}")  # noqa: E704
 
     def __bool__(self) -> bool:
@@ -75,13 +76,13 @@ class Choice(ChoiceExpr):
         cands = list(candidates)
         if not cands:
             raise SearchSpaceError(f"Choice {label!r} has no candidates")
-        if len(set(map(_key, cands))) != len(cands):
-            raise SearchSpaceError(f"Choice {label!r} has duplicate candidates: {cands}")
         for c in cands:
             if not isinstance(c, (int, float, str, bool)):
                 raise SearchSpaceError(
                     f"Choice {label!r}: candidate {c!r} is not a JSON scalar (int, float, str, bool)"
                 )
+        if len(set(map(_key, cands))) != len(cands):
+            raise SearchSpaceError(f"Choice {label!r} has duplicate candidates: {cands}")
         self.candidates = tuple(cands)
         self.label = label
         super().__init__(lambda v: v, (), f"Choice({cands}, label={label!r})")

@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..choice import ChoiceExpr, evaluate
+from ..choice import ChoiceExpr, evaluate, leaves
 from ..spec import ParameterSpec
 
 __all__ = [
@@ -242,8 +242,13 @@ def _freeze(module: nn.Module, memo: Mapping[str, Any]) -> nn.Module:
         if hooks in module.__dict__:
             setattr(new, hooks, OrderedDict(getattr(module, hooks)))
     attrs = new.__dict__.pop("_se_choice_attrs", {})
+    new.__dict__.pop("_se_choice_leaves", None)
     for attr, expr in attrs.items():
         setattr(new, attr, evaluate(expr, memo))
+    if trace is not None and attrs:
+        # A module shaped by a Choice attribute (a head count in a reshape) is traced too.
+        own = {lb for expr in attrs.values() for lb in leaves(expr)}
+        trace[path] = sorted(set(trace.get(path, ())) | set(labels) | own)
     new._modules = {}
     for name, child in module._modules.items():
         new._modules[name] = None if child is None else freeze_child(child, memo, name)
