@@ -1,0 +1,337 @@
+"""LayerChoice, InputChoice, Repeat and Choices kept as attributes, both strategies.
+
+Covers the one-shot contract (export, export_probs, resample through ``se.sample_arch``) and the
+materialized module of every container against the supernet path and against hand computations.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import pytest
+import torch
+from torch import nn
+
+import subnet_export as se
+from spaces import (STRATEGIES, CompositeSpace, HeadShuffle, assert_plain_contract, count_params,
+                    randomise_norm_stats)
+
+W = se.Choice([4, 8], label="w")
+
+
+def _x(c: int = 3, size: int = 6) -> torch.Tensor:
+    return torch.randn(2, c, size, size, generator=torch.Generator().manual_seed(c * 100 + size))
+
+
+def _build(space: nn.Module, strategy: str) -> nn.Module:
+    torch.manual_seed(0)
+    net = se.to_supernet(space, strategy=strategy).eval()
+    randomise_norm_stats(net)
+    return net
+
+
+def _every_arch(net: nn.Module) -> list[dict]:
+    specs = se.search_space(net)
+    return [dict(zip(specs, combo)) for combo in itertools.product(*(s.values() for s in
+                                                                     specs.values()))]
+
+
+def _alpha(net: nn.Module, label: str) -> nn.Parameter:
+    """The architecture weights of ``label`` (shared by every module with that label)."""
+    for _, m in net.named_modules():
+        if isinstance(m, se.BaseSuperNetModule) and label in getattr(m, "_alpha_labels", ()):
+            return m.alpha(label)
+    raise KeyError(label)
+
+
+# -- layer choice ----------------------------------------------------------------------------------
+class LayerChoiceSpace(nn.Module):
+    """A stem of width ``w``, a layer choice whose candidates are elastic in ``w``, a head."""
+
+    def __init__(self, as_list: bool = False) -> None:
+        super().__init__()
+        self.stem = se.Conv2d(3, W, 3, padding=1)
+        cands = {
+            "conv3": se.Conv2d(W, W, 3, padding=1),
+            "conv_bn": nn.Sequential(se.Conv2d(W, W, 1, bias=False), se.BatchNorm2d(W)),
+            "skip": nn.Identity(),
+        }
+        self.op = se.LayerChoice(list(cands.values()) if as_list else cands, label="op")
+        self.head = se.Linear(W, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.op(self.stem(x)).mean((2, 3)))
+
+
+def _layer_choice_params(arch: dict, keys: list[str]) -> int:
+    w, op = arch["w"], keys.index(arch["op"])
+    stem, head = w * 3 * 9 + w, w * 3 + 3
+    return stem + head + (w * w * 9 + w, w * w + 2 * w, 0)[op]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("as_list", [False, True])
+def test_layer_choice(strategy: str, as_list: bool) -> None:
+    net = _build(LayerChoiceSpace(as_list), strategy)
+    keys = ["0", "1", "2"] if as_list else ["conv3", "conv_bn", "skip"]
+    specs = se.search_space(net)
+    assert set(specs) == {"w", "op"}, "the candidates' width must be the outer label"
+    assert specs["op"].kind == "layer" and list(specs["op"].candidates) == keys
+    for arch in _every_arch(net):
+        plain = assert_plain_contract(net, arch, _x())
+        assert count_params(plain) == _layer_choice_params(arch, keys)
+        expected = (nn.Conv2d, nn.Sequential, nn.Identity)[keys.index(arch["op"])]
+        assert type(plain.op) is expected
+        # Keys carry no candidate name: the chosen module sits where the choice was, keyed as
+        # the same torch module would be.
+        same = (nn.Conv2d(4, 4, 3),
+                nn.Sequential(nn.Conv2d(4, 4, 1, bias=False), nn.BatchNorm2d(4)),
+                nn.Identity())[keys.index(arch["op"])]
+        assert {k for k in plain.state_dict() if k.startswith("op.")} == {
+            f"op.{k}" for k in same.state_dict()}
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_layer_choice_shares_weights_with_the_outer_width(strategy: str) -> None:
+    # The conv3 candidate at width 4 is the top-left corner of the same tensor at width 8.
+    net = _build(LayerChoiceSpace(), strategy)
+    small = se.materialize(net, {"w": 4, "op": "conv3"})
+    large = se.materialize(net, {"w": 8, "op": "conv3"})
+    assert torch.equal(small.op.weight, large.op.weight[:4, :4])
+
+
+# -- input choice ----------------------------------------------------------------------------------
+class InputChoiceSpace(nn.Module):
+    """Three branches of one conv each, ``n_chosen`` of them reduced."""
+
+    def __init__(self, n_chosen: int, reduction: str) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(nn.Conv2d(3, 4, 3, padding=1) for _ in range(3))
+        self.pick = se.InputChoice(3, n_chosen, reduction=reduction, label="pick")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.pick([b(x) for b in self.branches])
+
+
+def _reduce_by_hand(outs: list[torch.Tensor], reduction: str) -> torch.Tensor:
+    if reduction == "concat":
+        return torch.cat(outs, 1)
+    total = torch.stack(outs).sum(0)
+    return total / len(outs) if reduction == "mean" else total
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("reduction", ["sum", "mean", "concat"])
+@pytest.mark.parametrize("n_chosen", [1, 2, 3])
+def test_input_choice(strategy: str, reduction: str, n_chosen: int, atol: float = 1e-6) -> None:
+    net = _build(InputChoiceSpace(n_chosen, reduction), strategy)
+    spec = se.search_space(net)["pick"]
+    assert spec.kind == "input" and spec.size == math.comb(3, n_chosen)
+    x = _x()
+    with torch.no_grad():
+        outs = [b(x) for b in net.branches]
+    for arch in _every_arch(net):
+        plain = assert_plain_contract(net, arch, x)
+        with torch.no_grad():
+            got = plain(x)
+        expected = _reduce_by_hand([outs[i] for i in arch["pick"]], reduction)
+        assert (got - expected).abs().max().item() <= atol
+
+
+def test_input_choice_differentiable_export_is_top_n() -> None:
+    net = _build(InputChoiceSpace(2, "sum"), "differentiable")
+    weights = torch.tensor([0.3, -1.0, 2.0])
+    with torch.no_grad():
+        _alpha(net, "pick").copy_(weights)
+    top = sorted(weights.topk(2).indices.tolist())
+    assert se.freeze(net) == {"pick": top}
+    probs = net.pick.export_probs({})["pick"]
+    assert list(probs) == ["0", "1", "2"]
+    assert torch.allclose(torch.tensor(list(probs.values())), torch.softmax(weights, 0))
+
+
+# -- repeat ----------------------------------------------------------------------------------------
+def _block(i: int) -> nn.Module:
+    return nn.Sequential(se.Conv2d(W, W, 3, padding=1), se.BatchNorm2d(W), nn.ReLU())
+
+
+class RepeatSpace(nn.Module):
+    """A stem of width ``w`` and a repeat of elastic blocks, built by factory, list or copy."""
+
+    def __init__(self, how: str, depths: list[int]) -> None:
+        super().__init__()
+        self.stem = se.Conv2d(3, W, 1)
+        depth = se.Choice(depths, label="depth")
+        n = max(depths)
+        blocks = {"factory": _block, "list": [_block(i) for i in range(n)], "single": _block(0)}
+        self.rep = se.Repeat(blocks[how], depth=depth)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rep(self.stem(x))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize("how", ["factory", "list", "single"])
+@pytest.mark.parametrize("depths", [[1, 2, 3], [0, 2]])
+def test_repeat(strategy: str, how: str, depths: list[int]) -> None:
+    net = _build(RepeatSpace(how, depths), strategy)
+    assert se.search_space(net)["depth"].kind == "depth"
+    if how == "single":
+        # Copies, not one module repeated: the blocks train separately.
+        first, second = (net.get_submodule(f"rep.{i}.0").weight for i in (0, 1))
+        assert first.data_ptr() != second.data_ptr()
+    for arch in _every_arch(net):
+        plain = assert_plain_contract(net, arch, _x())
+        d, w = arch["depth"], arch["w"]
+        assert len(plain.rep) == d
+        assert count_params(plain) == (3 * w + w) + d * (w * w * 9 + w + 2 * w)
+        # The first d blocks, not any d blocks.
+        for i in range(d):
+            supernet_weight = net.get_submodule(f"rep.{i}.0").weight
+            assert torch.equal(plain.rep[i][0].weight, supernet_weight[:w, :w])
+
+
+def test_repeat_differentiable_export_is_the_argmax() -> None:
+    net = _build(RepeatSpace("factory", [1, 2, 3]), "differentiable")
+    for best in range(3):
+        with torch.no_grad():
+            _alpha(net, "depth").copy_(torch.nn.functional.one_hot(torch.tensor(best), 3) * 2.0)
+        assert se.freeze(net)["depth"] == [1, 2, 3][best]
+
+
+# -- differentiable export, probabilities and sampling ---------------------------------------------
+@pytest.mark.parametrize("op", ["conv3", "conv_bn", "skip"])
+@pytest.mark.parametrize("w", [4, 8])
+def test_differentiable_export_is_the_argmax(op: str, w: int) -> None:
+    net = _build(LayerChoiceSpace(), "differentiable")
+    keys = ["conv3", "conv_bn", "skip"]
+    with torch.no_grad():
+        _alpha(net, "op").copy_(torch.tensor([0.5 if k == op else -0.5 for k in keys]))
+        _alpha(net, "w").copy_(torch.tensor([1.0, -1.0] if w == 4 else [-1.0, 1.0]))
+    assert se.freeze(net) == {"w": w, "op": op}
+    plain = se.materialize(net)
+    assert plain.head.in_features == w
+
+
+def test_alphas_are_shared_by_label() -> None:
+    # Every module using `w` must read one alpha, or their exports could disagree.
+    net = _build(LayerChoiceSpace(), "differentiable")
+    owners = [m for _, m in net.named_modules()
+              if isinstance(m, se.BaseSuperNetModule) and "w" in getattr(m, "_alpha_labels", ())]
+    assert len(owners) >= 4
+    assert len({id(m.alpha("w")) for m in owners}) == 1
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_export_probs(strategy: str) -> None:
+    net = _build(LayerChoiceSpace(), strategy)
+    alpha = torch.tensor([2.0, 0.0, -1.0])
+    if strategy == "differentiable":
+        with torch.no_grad():
+            _alpha(net, "op").copy_(alpha)
+    probs = net.op.export_probs({})
+    assert list(probs) == ["op"]
+    got = torch.tensor(list(probs["op"].values()))
+    expected = torch.softmax(alpha, 0) if strategy == "differentiable" else torch.full((3,), 1 / 3)
+    assert list(probs["op"]) == ["conv3", "conv_bn", "skip"]
+    assert torch.allclose(got, expected)
+    # Labels already decided elsewhere (in memo) are not reported again.
+    assert net.op.export_probs({"op": "skip"}) == {}
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_sample_arch_is_deterministic_and_valid(strategy: str) -> None:
+    net = _build(CompositeSpace(), strategy)
+    archs = [se.sample_arch(net, seed) for seed in range(12)]
+    assert archs == [se.sample_arch(net, seed) for seed in range(12)]
+    assert len({str(a) for a in archs}) > 1, "different seeds should give different archs"
+    for arch in archs:
+        assert se.freeze(net, arch) == arch
+
+
+def test_sampling_export_is_the_last_sample() -> None:
+    net = _build(CompositeSpace(), "sampling")
+    for seed in range(5):
+        arch = se.sample_arch(net, seed)
+        assert se.freeze(net) == arch
+        assert net.attn.shuffle.heads == arch["heads"]
+
+
+def test_sampling_export_is_the_last_sample_for_attribute_expressions() -> None:
+    net = _build(AttrExprSpace(), "sampling")
+    for seed in range(8):
+        arch = se.sample_arch(net, seed)
+        assert net.mix.groups == arch["a"] * arch["b"]
+        assert se.freeze(net) == arch
+
+
+# -- Choices kept as attributes --------------------------------------------------------------------
+class AttrSpace(nn.Module):
+    """Width from an elastic Linear; the head count only as a plain attribute of a user module."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = se.Linear(6, se.Choice([8, 16], label="dim"))
+        self.shuffle = HeadShuffle(se.Choice([1, 2, 4], label="heads"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.shuffle(self.fc(x))
+
+
+class GroupMix(nn.Module):
+    """Reverses channel groups; ``groups`` is an expression of two attribute-only choices."""
+
+    def __init__(self, groups) -> None:
+        super().__init__()
+        self.groups = groups
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, c = x.shape
+        return x.reshape(b, self.groups, c // self.groups).flip(1).reshape(b, c)
+
+
+class AttrExprSpace(nn.Module):
+    """An attribute that is a product of two choices no module owns."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 24)
+        self.mix = GroupMix(se.Choice([1, 2], label="a") * se.Choice([1, 3, 4], label="b"))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.mix(self.fc(x))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_choice_attribute_becomes_its_value(strategy: str) -> None:
+    net = _build(AttrSpace(), strategy)
+    assert se.search_space(net)["heads"].candidates == (1, 2, 4)
+    x = torch.randn(3, 5, 6, generator=torch.Generator().manual_seed(0))
+    for arch in _every_arch(net):
+        plain = assert_plain_contract(net, arch, x)
+        assert type(plain.shuffle.heads) is int and plain.shuffle.heads == arch["heads"]
+        assert "_se_choice_attrs" not in vars(plain.shuffle)
+        # Independent computation of the same forward with the arch's head count.
+        with torch.no_grad():
+            y = plain.fc(x)
+            h = arch["heads"]
+            expected = y.reshape(3, 5, h, -1).flip(2).reshape(3, 5, -1)
+            assert torch.equal(plain(x), expected)
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_choice_attribute_follows_fixed_arch(strategy: str) -> None:
+    net = _build(AttrSpace(), strategy)
+    before = net.shuffle.heads
+    for heads in (1, 2, 4):
+        with se.fixed_arch(net, {"dim": 16, "heads": heads}):
+            assert net.shuffle.heads == heads
+        assert net.shuffle.heads == before
+
+
+def test_choice_attribute_expression_in_plain_model() -> None:
+    net = _build(AttrExprSpace(), "sampling")
+    for arch in _every_arch(net):
+        plain = assert_plain_contract(net, arch, torch.randn(2, 4))
+        assert plain.mix.groups == arch["a"] * arch["b"]
