@@ -60,6 +60,8 @@ _EXPORTS: dict[str, str] = {
     "Tolerance": "parity",
     "locate_divergence": "locate",
     "Divergence": "locate",
+    "recalibrate_bn": "recalibrate",
+    "CalibrationInfo": "recalibrate",
     "write_bundle": "bundle",
     "BundleManifest": "bundle",
     "verify_bundle": "verify",

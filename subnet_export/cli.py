@@ -64,6 +64,12 @@ def cli(debug: bool) -> None:
 @click.option("--atol", type=float, default=None, help="Absolute tolerance for every backend.")
 @click.option("--rtol", type=float, default=None, help="Relative tolerance for every backend.")
 @click.option("--samples", type=click.Path(dir_okay=False), help="User inputs (.npz) to check.")
+@click.option("--calib-data", type=click.Path(dir_okay=False), default=None,
+              help="Inputs (.npz) to re-estimate the subnet's BatchNorm statistics on.")
+@click.option("--calib-samples", type=click.IntRange(min=1), default=None,
+              help="Calibration samples to use (seeded subsample; default all).")
+@click.option("--calib-batch", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Batch size of the calibration passes.")
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True,
               help="The larger batch size checked besides 1.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Seed of random inputs.")
@@ -73,7 +79,8 @@ def cli(debug: bool) -> None:
 def onnx_command(supernet: str, arch_path: str | None, weights: str | None, out_dir: str,
                  strategy: str | None, input_shapes: Sequence[str], opset: int | None,
                  exporter: str, providers: str | None, atol: float | None, rtol: float | None,
-                 samples: str | None, batch: int, seed: int, force: bool, as_json: bool,
+                 samples: str | None, calib_data: str | None, calib_samples: int | None,
+                 calib_batch: int, batch: int, seed: int, force: bool, as_json: bool,
                  debug: bool) -> int:
     """Freeze, materialize, export, validate and bundle one subnet of SUPERNET."""
     from .arch import load_arch
@@ -84,8 +91,9 @@ def onnx_command(supernet: str, arch_path: str | None, weights: str | None, out_
 
     shapes = [parse_shape(s) for s in input_shapes]
     arch = _read_arch(load_arch, arch_path) if arch_path else None
-    if samples is not None and not _is_file(samples):
-        raise InputError(f"samples file {samples!r} does not exist")
+    for what, path in (("samples", samples), ("calibration data", calib_data)):
+        if path is not None and not _is_file(path):
+            raise InputError(f"{what} file {path!r} does not exist")
     net = build_supernet(supernet, strategy)
     sha = load_weights(net, weights) if weights else None
     if not shapes:
@@ -97,14 +105,17 @@ def onnx_command(supernet: str, arch_path: str | None, weights: str | None, out_
         tolerance = Tolerance(base.atol if atol is None else atol,
                               base.rtol if rtol is None else rtol)
 
+    stages = [s for s in STAGES if s != "recalibrate" or calib_data]
+
     def progress(stage: str, state: str) -> None:
         if state == "start":
-            click.echo(f"[{STAGES.index(stage) + 1}/{len(STAGES)}] {stage} ...", err=True)
+            click.echo(f"[{stages.index(stage) + 1}/{len(stages)}] {stage} ...", err=True)
 
     result = export_subnet(
         net, out_dir, input_shapes=shapes, arch=arch, exporter=exporter, opset=opset,
         providers=_providers(providers), tolerance=tolerance, samples=samples, batch=batch,
-        seed=seed, force=force, checkpoint_sha256=sha, progress=progress,
+        seed=seed, force=force, checkpoint_sha256=sha, calib_data=calib_data,
+        calib_samples=calib_samples, calib_batch=calib_batch, progress=progress,
         warn=lambda message: click.echo(f"warning: {message}", err=True))
     click.echo(result.report.format_table(), err=True)
     verdict = "PASSED" if result.report.passed else "FAILED"

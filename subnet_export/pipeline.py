@@ -23,11 +23,12 @@ from .errors import InputError
 from .export import export_onnx
 from .materialization import materialize, module_labels
 from .parity import ParityReport, Tolerance
+from .recalibrate import CalibrationInfo, recalibrate_bn
 from .validation import make_inputs, validate
 
 __all__ = ["STAGES", "RunResult", "export_subnet", "nonfinite_tensors"]
 
-STAGES = ("freeze", "materialize", "export", "validate", "bundle")
+STAGES = ("freeze", "recalibrate", "materialize", "export", "validate", "bundle")
 
 
 @dataclass
@@ -76,6 +77,9 @@ def export_subnet(
     seed: int = 0,
     force: bool = False,
     checkpoint_sha256: str | None = None,
+    calib_data: str | Path | None = None,
+    calib_samples: int | None = None,
+    calib_batch: int = 32,
     progress: Callable[[str, str], None] | None = None,
     warn: Callable[[str], None] | None = None,
 ) -> RunResult:
@@ -95,6 +99,12 @@ def export_subnet(
         seed: seed of the random inputs.
         force: replace an existing bundle.
         checkpoint_sha256: sha256 of the weights file, recorded in the model and manifest.
+        calib_data: inputs (``.npz`` path or array) to re-estimate the subnet's BatchNorm
+            statistics on before materializing. This replaces the supernet's statistics of
+            the active channels in place; parity is then checked between the recalibrated
+            supernet path and the plain model. The method is recorded in the manifest.
+        calib_samples: use this many calibration samples (seeded subsample); None: all.
+        calib_batch: batch size of the calibration passes.
         progress: called as ``progress(stage, "start" | "done")``.
         warn: called with a message for problems that do not stop the run (NaN or Inf in
             the subnet's weights: named before export; parity then fails).
@@ -125,6 +135,14 @@ def export_subnet(
     supernet.eval()
     examples = tuple(torch.randn(1, *tuple(s)[1:]) for s in input_shapes)
     frozen = stage("freeze", lambda: freeze(supernet, arch))
+    calibration: CalibrationInfo | None = None
+    if calib_data is not None:
+        def recalibrate() -> CalibrationInfo:
+            with fixed_arch(supernet, frozen):
+                return recalibrate_bn(supernet, calib_data, batch_size=calib_batch,
+                                      num_samples=calib_samples, seed=seed)
+
+        calibration = stage("recalibrate", recalibrate)
     plain = stage("materialize", lambda: materialize(supernet, frozen).eval())
     n_params = sum(p.numel() for p in plain.parameters())
     nonfinite = nonfinite_tensors(plain)
@@ -147,7 +165,8 @@ def export_subnet(
             out_dir, model_path=onnx_path, arch=frozen, parity=report.to_dict(),
             samples=arrays, force=force,
             extra={"parameter_count": n_params, "source_checkpoint_sha256": checkpoint_sha256,
-                   "exporter": exporter}))
+                   "exporter": exporter,
+                   "bn_recalibration": calibration.to_json() if calibration else None}))
     return RunResult(out_dir, frozen, report, manifest, n_params, timings, nonfinite)
 
 

@@ -233,3 +233,33 @@ def test_verify_corrupt_bundle(tmp_path):
 def test_unknown_option_is_a_usage_error():
     proc = run("onnx", f"{SPACE}:supernet", "--out", "x", "--no-such-option")
     assert_user_error(proc, 2, "--no-such-option")
+
+
+def test_calib_data_recalibrates_and_is_recorded(tmp_path, arch_file, bundle):
+    import numpy as np
+
+    calib = tmp_path / "calib.npz"
+    rng = np.random.default_rng(0)
+    np.savez(calib, input=(rng.standard_normal((40, 3, 12, 12)) * 2 + 1).astype(np.float32))
+    out = tmp_path / "b"
+    proc = run("onnx", f"{SPACE}:supernet", "--arch", str(arch_file), "--out", str(out),
+               "--calib-data", str(calib), "--calib-samples", "32", "--calib-batch", "8",
+               "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert "[2/6] recalibrate" in proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    recorded = manifest["extra"]["bn_recalibration"]
+    assert recorded["num_samples"] == 32 and recorded["batch_size"] == 8
+    assert recorded["seed"] == 0 and recorded["method"]
+    # same inputs, new statistics: the expected outputs move away from the uncalibrated bundle
+    fresh = np.load(out / "samples.npz")
+    before = np.load(bundle[0] / "samples.npz")
+    assert np.array_equal(fresh["input:input"], before["input:input"])
+    assert not np.allclose(fresh["output:output"], before["output:output"], atol=1e-4)
+    assert run("verify", str(out)).returncode == 0
+
+
+def test_calib_data_missing_file(tmp_path, arch_file):
+    proc = run("onnx", f"{SPACE}:supernet", "--arch", str(arch_file), "--out",
+               str(tmp_path / "b"), "--calib-data", str(tmp_path / "none.npz"))
+    assert_user_error(proc, 2, "calibration data", "does not exist")
