@@ -205,3 +205,47 @@ def test_disk_full_during_bundle_leaves_nothing(tmp_path, monkeypatch, capsys):
     assert "No space left on device" in err and "Traceback" not in err
     assert not out.exists()
     assert [p.name for p in tmp_path.iterdir()] == []
+
+
+#: byte positions flipped per file, spread evenly from the first byte to the last
+FLIPS_PER_FILE = 24
+
+
+@pytest.fixture(scope="module")
+def cli_bundle(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("tamper") / "b"
+    subprocess.run(_onnx(out), check=True, capture_output=True)
+    return out
+
+
+@pytest.mark.parametrize("name", sorted(BUNDLE_FILES))
+def test_every_flipped_byte_is_caught(cli_bundle, tmp_path, name):
+    import shutil
+
+    from subnet_export.errors import BundleError
+    from subnet_export.verify import verify_bundle
+
+    size = (cli_bundle / name).stat().st_size
+    positions = sorted({round(i * (size - 1) / (FLIPS_PER_FILE - 1))
+                        for i in range(FLIPS_PER_FILE)})
+    caught = 0
+    for pos in positions:
+        copy = tmp_path / f"c{pos}"
+        shutil.copytree(cli_bundle, copy)
+        data = bytearray((copy / name).read_bytes())
+        data[pos] ^= 0x01
+        (copy / name).write_bytes(bytes(data))
+        try:
+            report = verify_bundle(copy)
+        except BundleError as err:
+            # a manifest that no longer parses is a corrupt bundle (exit 2), named as such
+            assert name == "manifest.json" and "manifest" in str(err)
+            caught += 1
+            continue
+        assert report.exit_code == 1
+        bad = [f.path for f in report.files if not f.passed]
+        # a flip inside the manifest's own hash table may also make another file look changed
+        assert name in bad and (bad == [name] or name == "manifest.json")
+        caught += 1
+        shutil.rmtree(copy)
+    assert caught == len(positions)
