@@ -98,7 +98,8 @@ def _load_samples(samples: str | Path | Mapping[str, np.ndarray],
                   examples: tuple[torch.Tensor, ...],
                   input_names: Sequence[str] | None) -> tuple[torch.Tensor, ...]:
     try:
-        data = dict(np.load(samples, allow_pickle=False)) if isinstance(samples, (str, Path)) else dict(samples)
+        data = (dict(np.load(samples, allow_pickle=False)) if isinstance(samples, (str, Path))
+                else dict(samples))
     except (OSError, ValueError) as exc:
         raise InputError(f"samples: cannot read {samples}: {exc}; pass an .npz file") from exc
     keys = list(input_names) if input_names and set(input_names) <= set(data) else list(data)
