@@ -22,6 +22,7 @@ import onnx
 import torch
 from torch import nn
 
+from ._onnx_passes import strip_zero_conv_bias
 from .errors import ExportError
 
 __all__ = [
@@ -183,6 +184,7 @@ def export_onnx(
         _step("trace", lambda: _trace(plain, inputs, raw, exporter, opset, dynamic_batch,
                                       in_names, out_names))
         model = _step("load", lambda: onnx.load(str(raw), load_external_data=True))
+        strip_zero_conv_bias(model)
         _normalise(model, props)
         staged = tmpdir / target.name
         data_name = f"{target.name}.data" if external else None
