@@ -9,11 +9,6 @@ from torch import nn
 import subnet_export as se
 from subnet_export.supernet.choices import MixedLayerChoice
 
-try:  # part of the `models` package, or loaded by path with the siblings on sys.path
-    from ._layers import Zero
-except ImportError:  # pragma: no cover
-    from _layers import Zero
-
 __all__ = ["extreme_arch"]
 
 
@@ -58,7 +53,7 @@ def _candidate_sizes(supernet: nn.Module) -> dict[str, dict[str, int]]:
     for module in supernet.modules():
         if isinstance(module, MixedLayerChoice) and module.label not in out:
             out[module.label] = {
-                name: (isinstance(module._modules[name], Zero),
+                name: (isinstance(module._modules[name], se.Zero),
                        sum(p.numel() for p in module._modules[name].parameters()))
                 for name in module.names}
     return out

@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 import subnet_export as se
-from subnet_export.supernet.elastic import ElasticBatchNorm2d
+from subnet_export.supernet.norm import ElasticBatchNorm2d
 
 __all__ = ["calibrate_batchnorm", "seeded_supernet"]
 

@@ -1,12 +1,13 @@
-"""Plain building blocks shared by the spaces: rounding, the zero op, squeeze-excite, sums.
+"""Plain building blocks shared by the spaces: rounding, squeeze-excite.
 
 Nothing here holds supernet state; a block written with ``se.*`` placeholders becomes elastic
-only where its arguments are choices.
+only where its arguments are choices. The zero op and the sum that skips it are the core's
+(``se.Zero``, ``se.sum_terms``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -15,7 +16,7 @@ from torch import nn
 
 import subnet_export as se
 
-__all__ = ["SqueezeExcite", "Zero", "make_divisible", "maybe_compose", "sum_terms"]
+__all__ = ["SqueezeExcite", "make_divisible", "maybe_compose"]
 
 
 def make_divisible(value: float, divisor: int = 8, min_value: int | None = None) -> int:
@@ -35,42 +36,6 @@ def maybe_compose(fn: Callable[..., Any], *args: Any) -> Any:
     if any(isinstance(a, se.ChoiceExpr) for a in args):
         return se.compose(fn, *args)
     return fn(*args)
-
-
-class Zero(nn.Module):
-    """The ``none`` op of cell spaces: zeros shaped like the (strided) input.
-
-    Containers skip it when summing (see :func:`sum_terms`), so a plain model only computes it
-    when every term of a node is zero.
-    """
-
-    def __init__(self, stride: int = 1) -> None:
-        super().__init__()
-        self.stride = stride
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.stride > 1:
-            x = x[:, :, :: self.stride, :: self.stride]
-        return x.mul(0.0)
-
-    def extra_repr(self) -> str:
-        return f"stride={self.stride}"
-
-
-def sum_terms(pairs: Sequence[tuple[nn.Module, torch.Tensor]]) -> torch.Tensor:
-    """``sum(op(x) for op, x in pairs)``, skipping :class:`Zero` ops of a plain model.
-
-    Adding an exact zero changes no bit of a float sum, so the supernet path (which still
-    runs its zero ops inside layer choices) and the plain model agree exactly.
-    """
-    terms = [op(x) for op, x in pairs if not isinstance(op, Zero)]
-    if not terms:
-        op, x = pairs[0]
-        return op(x)
-    out = terms[0]
-    for t in terms[1:]:
-        out = out + t
-    return out
 
 
 class SqueezeExcite(nn.Module):

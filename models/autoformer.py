@@ -6,7 +6,7 @@ blocks, a final LayerNorm and a linear head on the cls token. As in AutoFormer, 
 fixed width (``head_dim``) so q, k and v have ``heads * head_dim`` features, and the MLP has
 ``int(embed * ratio)`` hidden features. Weight entanglement: every choice takes the first
 features of the supernet's tensors (cls token and position embedding included, sliced by embed
-dim through :class:`~models._ops.ElasticParameter`); heads are never split.
+dim through ``se.Parameter``); heads are never split.
 
 Labels: ``embed``, ``depth``, ``layer<i>.heads``, ``layer<i>.mlp_ratio``. AutoFormer-T is
 ``build(embed=(192, 216, 240), depths=(12, 13, 14), heads=(3, 4), head_dim=64, resolution=224,
@@ -23,11 +23,9 @@ import subnet_export as se
 
 try:  # part of the `models` package, or loaded by path with the siblings on sys.path
     from ._init import seeded_supernet
-    from ._ops import HOOKS, Parameter
     from ._registry import register_space
 except ImportError:  # pragma: no cover - exercised through the CLI
     from _init import seeded_supernet
-    from _ops import HOOKS, Parameter
     from _registry import register_space
 
 __all__ = ["Attention", "AutoFormerSpace", "Block", "build", "supernet"]
@@ -85,8 +83,8 @@ class AutoFormerSpace(nn.Module):
         e = se.Choice(embed, "embed")
         tokens = (resolution // patch) ** 2 + 1
         self.patch_embed = se.Conv2d(3, e, patch, patch)
-        self.cls_token = Parameter(1, 1, e)
-        self.pos_embed = Parameter(1, tokens, e)
+        self.cls_token = se.Parameter(1, 1, e)
+        self.pos_embed = se.Parameter(1, tokens, e)
         self.blocks = se.Repeat(
             lambda i: Block(e, se.Choice(heads, f"layer{i}.heads"), head_dim,
                             se.Choice(MLP_RATIOS, f"layer{i}.mlp_ratio")),
@@ -112,7 +110,7 @@ def build(strategy: str = "sampling", seed: int = 0, *, embed=(32, 48, 64), dept
     """
     net = seeded_supernet(
         lambda: AutoFormerSpace(embed, depths, heads, head_dim, resolution, patch, num_classes),
-        strategy, seed, (1, 3, resolution, resolution), HOOKS, calib_steps)
+        strategy, seed, (1, 3, resolution, resolution), calib_steps=calib_steps)
     # Fresh LayerNorms are the identity (weight 1, bias 0): perturb them, so that a wrong slice
     # of them shows in the outputs.
     gen = torch.Generator().manual_seed(seed)

@@ -23,13 +23,9 @@ import subnet_export as se
 
 try:  # part of the `models` package, or loaded by path with the siblings on sys.path
     from ._init import seeded_supernet
-    from ._layers import Zero
-    from ._ops import HOOKS, EdgeChoice
     from ._registry import register_space
 except ImportError:  # pragma: no cover - exercised through the CLI
     from _init import seeded_supernet
-    from _layers import Zero
-    from _ops import HOOKS, EdgeChoice
     from _registry import register_space
 
 __all__ = ["Cell", "DartsSpace", "OPS", "build", "supernet"]
@@ -81,7 +77,7 @@ class FactorizedReduce(nn.Module):
 
 
 OPS = {
-    "none": lambda c, s: Zero(s),
+    "none": lambda c, s: se.Zero(s),
     "max_pool_3x3": lambda c, s: nn.Sequential(nn.MaxPool2d(3, s, 1), _bn(c)),
     "avg_pool_3x3": lambda c, s: nn.Sequential(
         nn.AvgPool2d(3, s, 1, count_include_pad=False), _bn(c)),
@@ -108,7 +104,7 @@ class Cell(nn.Module):
                 stride = 2 if reduction and j < 2 else 1
                 edges.append(se.LayerChoice({name: make(c, stride) for name, make in OPS.items()},
                                             label=f"{kind}.n{i}.e{j}"))
-            self.nodes.append(EdgeChoice(edges, 2, label=f"{kind}.n{i}.in"))
+            self.nodes.append(se.EdgeChoice(edges, 2, label=f"{kind}.n{i}.in"))
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor) -> torch.Tensor:
         states = [self.pre0(s0), self.pre1(s1)]
@@ -148,7 +144,7 @@ def build(strategy: str = "differentiable", seed: int = 0, *, channels: int = 8,
           num_classes: int = 10, resolution: int = 32, calib_steps: int = 6) -> nn.Module:
     """The seeded supernet (registered default: C=8, 5 cells, 10 classes, 32x32)."""
     return seeded_supernet(lambda: DartsSpace(channels, layers, num_classes), strategy, seed,
-                           (1, 3, resolution, resolution), HOOKS, calib_steps)
+                           (1, 3, resolution, resolution), calib_steps=calib_steps)
 
 
 def supernet(strategy: str = "differentiable") -> nn.Module:

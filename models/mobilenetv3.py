@@ -30,12 +30,10 @@ import subnet_export as se
 try:  # part of the `models` package, or loaded by path with the siblings on sys.path
     from ._init import seeded_supernet
     from ._layers import SqueezeExcite, make_divisible, maybe_compose
-    from ._ops import HOOKS, ValueRepeat
     from ._registry import register_space
 except ImportError:  # pragma: no cover - exercised through the CLI
     from _init import seeded_supernet
     from _layers import SqueezeExcite, make_divisible, maybe_compose
-    from _ops import HOOKS, ValueRepeat
     from _registry import register_space
 
 __all__ = ["MBConv", "MobileNetV3Space", "build", "supernet"]
@@ -128,8 +126,7 @@ class MobileNetV3Space(nn.Module):
                               se.Choice(KERNELS, f"{name}.b{j}.kernel"), stride if j == 0 else 1,
                               f"{name}.act", f"{name}.se")
 
-            repeat = ValueRepeat if 0 in depths else se.Repeat
-            stages.append(repeat(block, depth))
+            stages.append(se.Repeat(block, depth))
             if 0 in depths:  # a skipped stage passes its input's width on
                 prev_out = se.compose(lambda d, w, p: w if d else p, depth, out, prev_out)
                 prev_widths = tuple(sorted(set(prev_widths) | set(widths)))
@@ -154,7 +151,7 @@ def build(strategy: str = "sampling", seed: int = 0, *, width_mult: float = 0.25
           num_classes: int = 10, resolution: int = 32, calib_steps: int = 6) -> nn.Module:
     """The seeded supernet. ``width_mult=1.0, num_classes=1000, resolution=224`` is full size."""
     return seeded_supernet(lambda: MobileNetV3Space(width_mult, num_classes), strategy, seed,
-                           (1, 3, resolution, resolution), HOOKS, calib_steps)
+                           (1, 3, resolution, resolution), calib_steps=calib_steps)
 
 
 def supernet(strategy: str = "sampling") -> nn.Module:

@@ -17,11 +17,9 @@ import subnet_export as se
 
 try:  # part of the `models` package, or loaded by path with the siblings on sys.path
     from ._init import seeded_supernet
-    from ._layers import Zero, sum_terms
     from ._registry import register_space
 except ImportError:  # pragma: no cover - exercised through the CLI
     from _init import seeded_supernet
-    from _layers import Zero, sum_terms
     from _registry import register_space
 
 __all__ = ["NB201Cell", "NasBench201Space", "build", "supernet"]
@@ -40,7 +38,7 @@ class ReLUConvBN(nn.Sequential):
 
 def _ops(c: int) -> dict[str, nn.Module]:
     return {
-        "none": Zero(),
+        "none": se.Zero(),
         "skip_connect": nn.Identity(),
         "nor_conv_1x1": ReLUConvBN(c, c, 1),
         "nor_conv_3x3": ReLUConvBN(c, c, 3),
@@ -60,7 +58,7 @@ class NB201Cell(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         nodes = [x]
         for edges in self.edges:
-            nodes.append(sum_terms(list(zip(edges, nodes))))
+            nodes.append(se.sum_terms(list(zip(edges, nodes))))
         return nodes[-1]
 
 
@@ -104,7 +102,7 @@ def build(strategy: str = "sampling", seed: int = 0, *, channels: int = 8, cells
           num_classes: int = 10, resolution: int = 32, calib_steps: int = 6) -> nn.Module:
     """The seeded supernet (registered default: C=8, 2 cells per stage, 32x32)."""
     return seeded_supernet(lambda: NasBench201Space(channels, cells, num_classes), strategy, seed,
-                           (1, 3, resolution, resolution), (), calib_steps)
+                           (1, 3, resolution, resolution), calib_steps=calib_steps)
 
 
 def supernet(strategy: str = "sampling") -> nn.Module:

@@ -108,7 +108,7 @@ def build(strategy: str = "sampling", seed: int = 0, *, width_mult: float = 0.12
           num_classes: int = 10, resolution: int = 32, calib_steps: int = 6) -> nn.Module:
     """The seeded supernet (registered default: ``width_mult=0.125``, 10 classes, 32x32)."""
     return seeded_supernet(lambda: ProxylessSpace(width_mult, num_classes), strategy, seed,
-                           (1, 3, resolution, resolution), (), calib_steps)
+                           (1, 3, resolution, resolution), calib_steps=calib_steps)
 
 
 def supernet(strategy: str = "sampling") -> nn.Module:

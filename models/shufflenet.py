@@ -101,7 +101,7 @@ def build(strategy: str = "sampling", seed: int = 0, *, widths=(24, 40, 80, 160)
           calib_steps: int = 6) -> nn.Module:
     """The seeded supernet (registered default: widths 24-160, 10 classes, 32x32)."""
     return seeded_supernet(lambda: ShuffleNetSpace(widths, last, num_classes), strategy, seed,
-                           (1, 3, resolution, resolution), (), calib_steps)
+                           (1, 3, resolution, resolution), calib_steps=calib_steps)
 
 
 def supernet(strategy: str = "sampling") -> nn.Module:

@@ -37,7 +37,15 @@ _EXPORTS: dict[str, str] = {
     "MultiheadAttention": "supernet.placeholders",
     "LayerChoice": "supernet.placeholders",
     "InputChoice": "supernet.placeholders",
+    "EdgeChoice": "supernet.placeholders",
     "Repeat": "supernet.placeholders",
+    "Parameter": "supernet.placeholders",
+    # plain modules a materialized subnet may hold besides torch.nn's
+    "ChosenEdges": "plain",
+    "LearnedTensor": "plain",
+    "SelectInputs": "plain",
+    "Zero": "plain",
+    "sum_terms": "plain",
     # supernet contract
     "BaseSuperNetModule": "supernet.base",
     "sub_state_dict": "supernet.base",

@@ -30,6 +30,10 @@ Arch = dict[str, Any]
 def search_space(supernet: nn.Module) -> dict[str, ParameterSpec]:
     """``{label: ParameterSpec}`` of every label in the supernet, in module order.
 
+    A repeat's depth label may also be read in an expression (the next stage's input width
+    depends on whether a stage exists): a ``depth`` spec and a ``value`` spec with the same
+    candidates are one label, reported as ``depth``.
+
     Raises:
         SearchSpaceError: placeholders are left (``to_supernet`` was not called), or one label
             has two different specs.
@@ -38,6 +42,10 @@ def search_space(supernet: nn.Module) -> dict[str, ParameterSpec]:
 
     def add(spec: ParameterSpec, where: str) -> None:
         prev = specs.get(spec.label)
+        if prev is not None and _depth_read_as_value(prev, spec):
+            if spec.kind == "depth":  # keep the label's place in module order
+                specs[spec.label] = spec
+            return
         if prev is not None and prev != spec:
             raise SearchSpaceError(
                 f"label {spec.label!r} at {where!r} is {spec.kind} {list(spec.candidates)}, "
@@ -57,6 +65,12 @@ def search_space(supernet: nn.Module) -> dict[str, ParameterSpec]:
         for label, choice in leaves(expr).items():
             add(ParameterSpec(label, "value", choice.candidates), f"{path}.{attr}")
     return specs
+
+
+def _depth_read_as_value(a: ParameterSpec, b: ParameterSpec) -> bool:
+    # Same candidates with the same types: a depth 2 and a value 2.0 are different labels.
+    return ({a.kind, b.kind} == {"depth", "value"}
+            and [(type(c), c) for c in a.candidates] == [(type(c), c) for c in b.candidates])
 
 
 def freeze(supernet: nn.Module, arch: Mapping[str, Any] | None = None) -> Arch:

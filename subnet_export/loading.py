@@ -51,7 +51,7 @@ def load_factory(spec: str) -> Callable[..., Any]:
                 raise InputError(f"cannot import {module_part!r} as a Python file")
             module = importlib.util.module_from_spec(loader)
             sys.modules[name] = module
-            # Let a factory file import its siblings (``from _ops import ...``).
+            # Let a factory file import its siblings (``from _layers import ...``).
             sys.path.insert(0, str(path.resolve().parent))
             try:
                 loader.loader.exec_module(module)

@@ -32,7 +32,7 @@ from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
 from .errors import InputError, SubnetExportError
-from .supernet.elastic import ElasticBatchNorm2d
+from .supernet.norm import ElasticBatchNorm2d
 
 __all__ = ["METHODS", "CalibrationInfo", "recalibrate_bn"]
 

@@ -14,7 +14,7 @@ import subnet_export as se
 from spaces import STRATEGIES, randomise
 from subnet_export.errors import InputError
 from subnet_export.recalibrate import CalibrationInfo, recalibrate_bn
-from subnet_export.supernet.elastic import ElasticBatchNorm2d
+from subnet_export.supernet.norm import ElasticBatchNorm2d
 
 #: Recalibrated statistics vs statistics computed here (float32 activations, float64 sums).
 STAT_TOL = {"rtol": 1e-5, "atol": 1e-5}

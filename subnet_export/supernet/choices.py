@@ -1,19 +1,20 @@
-"""Supernet containers: layer choice, input choice, repeat with elastic depth."""
+"""Supernet containers: layer choice, input choice, edge choice, repeat with elastic depth."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
 from ..choice import Choice
-from ..plain import SelectInputs, reduce_inputs
+from ..plain import ChosenEdges, SelectInputs, reduce_inputs, sum_terms
 from ..spec import ParameterSpec
 from . import placeholders as ph
 from .base import BaseSuperNetModule, DifferentiableMixin, collect_sub_state, freeze_child
 
-__all__ = ["MixedInputChoice", "MixedLayerChoice", "MixedRepeat"]
+__all__ = ["MixedEdgeChoice", "MixedInputChoice", "MixedLayerChoice", "MixedRepeat"]
 
 
 def _weighted_sum(weights: torch.Tensor, outputs: list[torch.Tensor]) -> torch.Tensor:
@@ -109,6 +110,59 @@ class MixedInputChoice(DifferentiableMixin, BaseSuperNetModule):
 
     def _save_to_sub_state_dict(self, dest, prefix, keep_vars):
         pass  # no tensors
+
+
+class MixedEdgeChoice(DifferentiableMixin, BaseSuperNetModule):
+    """The chosen edges' sum (sampling), or the softmax(alpha)-weighted sum of every edge (DARTS).
+
+    Differentiable export keeps the ``n_chosen`` edges of largest weight. The plain module is a
+    :class:`~subnet_export.plain.ChosenEdges` holding the chosen edges' ops only, under
+    ``ops.<k>`` (``k``-th chosen edge).
+    """
+
+    def __init__(self, ops: Sequence[nn.Module], n_chosen: int, label: str,
+                 strategy: str = "sampling", memo: dict | None = None) -> None:
+        super().__init__(strategy)
+        for j, op in enumerate(ops):
+            self.add_module(str(j), op)
+        self.n_edges, self.n_chosen, self.label = len(ops), n_chosen, label
+        self._arch = {label: list(range(n_chosen))}
+        if strategy == "differentiable":
+            self.init_alphas({label: self.n_edges}, memo if memo is not None else {})
+
+    @classmethod
+    def mutate(cls, module, name, memo, mutate_kwargs):
+        if type(module) is ph.EdgeChoice:
+            return cls(list(module.children()), module.n_chosen, module.label or name,
+                       mutate_kwargs["strategy"], memo)
+        return None
+
+    def search_space_spec(self):
+        return {self.label: ParameterSpec(self.label, "input", tuple(range(self.n_edges)),
+                                          self.n_chosen)}
+
+    def _argmax(self, label):
+        return sorted(self.alpha(label).topk(self.n_chosen).indices.tolist())
+
+    def edge(self, j: int) -> nn.Module:
+        """The op of edge ``j``."""
+        return self._modules[str(j)]
+
+    def forward(self, inputs):
+        if self.strategy == "differentiable" and not self._fixed:
+            weights = torch.softmax(self.alpha(self.label), -1)
+            return _weighted_sum(weights, [self.edge(j)(inputs[j]) for j in range(self.n_edges)])
+        return sum_terms([(self.edge(j), inputs[j]) for j in self.current_arch()[self.label]])
+
+    def freeze(self, memo):
+        chosen = memo[self.label]
+        ops = [freeze_child(self.edge(j), memo, f"ops.{k}", (self.label,))
+               for k, j in enumerate(chosen)]
+        return ChosenEdges(chosen, ops)
+
+    def _save_to_sub_state_dict(self, dest, prefix, keep_vars):
+        for k, j in enumerate(self.current_arch()[self.label]):
+            collect_sub_state(self.edge(j), dest, f"{prefix}ops.{k}.", keep_vars)
 
 
 class MixedRepeat(DifferentiableMixin, BaseSuperNetModule):

@@ -11,15 +11,17 @@ from ..errors import SearchSpaceError
 from . import placeholders as ph
 from .attention import ElasticMultiheadAttention
 from .base import STRATEGIES, BaseSuperNetModule
-from .choices import MixedInputChoice, MixedLayerChoice, MixedRepeat
-from .elastic import ElasticBatchNorm2d, ElasticConv2d, ElasticLayerNorm, ElasticLinear
+from .choices import MixedEdgeChoice, MixedInputChoice, MixedLayerChoice, MixedRepeat
+from .elastic import ElasticConv2d, ElasticLinear, ElasticParameter
+from .norm import ElasticBatchNorm2d, ElasticLayerNorm
 
 __all__ = ["DEFAULT_HOOKS", "to_supernet"]
 
 #: The supernet module classes whose ``mutate`` hooks ``to_supernet`` tries, in order.
 DEFAULT_HOOKS: tuple[type[BaseSuperNetModule], ...] = (
-    MixedLayerChoice, MixedInputChoice, MixedRepeat, ElasticConv2d, ElasticLinear,
-    ElasticBatchNorm2d, ElasticLayerNorm, ElasticMultiheadAttention,
+    MixedLayerChoice, MixedInputChoice, MixedEdgeChoice, MixedRepeat, ElasticConv2d,
+    ElasticLinear, ElasticBatchNorm2d, ElasticLayerNorm, ElasticMultiheadAttention,
+    ElasticParameter,
 )
 
 

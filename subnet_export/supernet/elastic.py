@@ -1,4 +1,4 @@
-"""Elastic supernet modules: Conv2d, Linear, BatchNorm2d, LayerNorm.
+"""Elastic supernet modules: the base class, Conv2d, Linear, Parameter.
 
 Each module computes its active (sliced) tensors in one place, ``active_params``, which serves
 the supernet forward, ``_save_to_sub_state_dict`` and the differentiable mixture alike, so the
@@ -16,12 +16,13 @@ from torch import nn
 
 from ..choice import assignments, evaluate, leaves
 from ..errors import SearchSpaceError
+from ..plain import LearnedTensor
 from ..spec import ParameterSpec
 from . import placeholders as ph
 from .base import BaseSuperNetModule, DifferentiableMixin, copy_slice
 
-__all__ = ["ElasticModule", "ElasticConv2d", "ElasticLinear", "ElasticBatchNorm2d",
-           "ElasticLayerNorm"]
+__all__ = ["ElasticConv2d", "ElasticLinear", "ElasticModule", "ElasticParameter",
+           "check_positive"]
 
 
 class ElasticModule(DifferentiableMixin, BaseSuperNetModule):
@@ -108,7 +109,8 @@ class ElasticModule(DifferentiableMixin, BaseSuperNetModule):
         raise NotImplementedError
 
 
-def _check_positive(module: str, v: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+def check_positive(module: str, v: Mapping[str, Any], keys: tuple[str, ...]) -> None:
+    """Raise :class:`SearchSpaceError` unless ``v[key]`` is a positive int for every key."""
     for key in keys:
         if type(v[key]) is not int or v[key] <= 0:
             raise SearchSpaceError(f"{module}: {key} evaluates to {v[key]!r}; need a positive int")
@@ -125,7 +127,7 @@ class ElasticConv2d(ElasticModule):
             raise SearchSpaceError("elastic Conv2d supports padding_mode='zeros' only")
         combos = self.all_values()
         for v in combos:
-            _check_positive("Conv2d", v, ("in_channels", "out_channels", "kernel_size"))
+            check_positive("Conv2d", v, ("in_channels", "out_channels", "kernel_size"))
         self.depthwise = any(v["groups"] != 1 for v in combos)
         if self.depthwise and not all(
             v["groups"] == v["in_channels"] and v["out_channels"] % v["in_channels"] == 0
@@ -206,7 +208,7 @@ class ElasticLinear(ElasticModule):
         super().__init__(args, strategy, memo)
         combos = self.all_values()
         for v in combos:
-            _check_positive("Linear", v, ("in_features", "out_features"))
+            check_positive("Linear", v, ("in_features", "out_features"))
         full = nn.Linear(max(v["in_features"] for v in combos),
                          max(v["out_features"] for v in combos), bias=bool(self.args["bias"]))
         self.weight, self.bias = full.weight, full.bias
@@ -225,79 +227,27 @@ class ElasticLinear(ElasticModule):
         return nn.Linear(v["in_features"], v["out_features"], bool(v["bias"]), device="meta")
 
 
-class ElasticBatchNorm2d(ElasticModule):
-    """Supernet ``BatchNorm2d``: first-k weight, bias, running mean and variance.
+class ElasticParameter(ElasticModule):
+    """Supernet ``Parameter``: the largest shape, sliced to the first k along every dim."""
 
-    In training mode the running statistics of the active channels are updated in place.
-    Under the differentiable mixture it runs at full width (channel masks come from the convs).
-    """
-
-    placeholder = ph.BatchNorm2d
+    placeholder = ph.Parameter
 
     def __init__(self, args, strategy="sampling", memo=None):
         super().__init__(args, strategy, memo)
-        combos = self.all_values()
-        for v in combos:
-            _check_positive("BatchNorm2d", v, ("num_features",))
-        a = self.args
-        full = nn.BatchNorm2d(max(v["num_features"] for v in combos), a["eps"], a["momentum"],
-                              a["affine"], a["track_running_stats"])
-        self.weight, self.bias = full.weight, full.bias
-        for name in ("running_mean", "running_var", "num_batches_tracked"):
-            self.register_buffer(name, getattr(full, name))
+        shapes = [v["shape"] for v in self.all_values()]
+        for shape in shapes:
+            if not all(type(s) is int and s > 0 for s in shape):
+                raise SearchSpaceError(f"Parameter: shape evaluates to {shape}; need positive ints")
+        full = tuple(max(dims) for dims in zip(*shapes))
+        self.weight = LearnedTensor(full, self.args["std"]).weight
 
     def active_params(self, v):
-        k = v["num_features"]
-        out = {key: None if t is None else t[:k] for key, t in
-               (("weight", self.weight), ("bias", self.bias),
-                ("running_mean", self.running_mean), ("running_var", self.running_var))}
-        out["num_batches_tracked"] = self.num_batches_tracked
-        return out
+        return {"weight": self.weight[tuple(slice(0, s) for s in v["shape"])]}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        v = self.values(self._max_assignment) if self._mixing() else self.values()
-        p = self.active_params(v)
-        momentum = v["momentum"]
-        use_batch = self.training or p["running_mean"] is None
-        if self.training and p["num_batches_tracked"] is not None:
-            self.num_batches_tracked.add_(1)
-            if momentum is None:  # cumulative moving average, as nn.BatchNorm2d does
-                momentum = 1.0 / float(self.num_batches_tracked)
-        return F.batch_norm(x, p["running_mean"], p["running_var"], p["weight"], p["bias"],
-                            use_batch, momentum or 0.0, v["eps"])
+    def forward(self) -> torch.Tensor:
+        _, p = self.forward_params()
+        return p["weight"]
 
     def freeze(self, memo):
         v = self.values(memo)
-        return nn.BatchNorm2d(v["num_features"], v["eps"], v["momentum"], v["affine"],
-                              v["track_running_stats"], device="meta")
-
-
-class ElasticLayerNorm(ElasticModule):
-    """Supernet ``LayerNorm`` over the last dimension: first-k weight and bias."""
-
-    placeholder = ph.LayerNorm
-
-    def __init__(self, args, strategy="sampling", memo=None):
-        super().__init__(args, strategy, memo)
-        combos = self.all_values()
-        for v in combos:
-            _check_positive("LayerNorm", v, ("normalized_shape",))
-        a = self.args
-        full = nn.LayerNorm(max(v["normalized_shape"] for v in combos), a["eps"],
-                            a["elementwise_affine"], bias=a["bias"])
-        self.weight, self.bias = full.weight, full.bias
-
-    def active_params(self, v):
-        k = v["normalized_shape"]
-        return {"weight": None if self.weight is None else self.weight[:k],
-                "bias": None if self.bias is None else self.bias[:k]}
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        v = self.values(self._max_assignment) if self._mixing() else self.values()
-        p = self.active_params(v)
-        return F.layer_norm(x, (v["normalized_shape"],), p["weight"], p["bias"], v["eps"])
-
-    def freeze(self, memo):
-        v = self.values(memo)
-        return nn.LayerNorm(v["normalized_shape"], v["eps"], v["elementwise_affine"],
-                            bias=v["bias"], device="meta")
+        return LearnedTensor(v["shape"], v["std"], device="meta")

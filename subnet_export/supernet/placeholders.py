@@ -13,17 +13,20 @@ from typing import Any
 
 from torch import nn
 
-from ..choice import Choice, is_choice, leaves
+from ..choice import Choice, ChoiceExpr, is_choice, leaves
 from ..errors import SearchSpaceError
+from ..plain import LearnedTensor
 
 __all__ = [
     "BatchNorm2d",
     "Conv2d",
+    "EdgeChoice",
     "InputChoice",
     "LayerChoice",
     "LayerNorm",
     "Linear",
     "MultiheadAttention",
+    "Parameter",
     "Placeholder",
     "Repeat",
 ]
@@ -118,6 +121,30 @@ class MultiheadAttention(Placeholder):
                          batch_first=batch_first)
 
 
+class Parameter(Placeholder):
+    """A learnt tensor whose sizes may be choices; a size ``k`` keeps the first ``k`` entries.
+
+    A module that returns the tensor: ``self.cls_token = se.Parameter(1, 1, embed)``, then
+    ``self.cls_token()`` in ``forward`` (a ViT's cls token and position embedding, sliced by the
+    embed dim). Without a choice it is a plain :class:`~subnet_export.plain.LearnedTensor`.
+
+    Args:
+        *shape: the sizes, ints or choices (and expressions) of ints.
+        std: standard deviation of the truncated-normal init.
+    """
+
+    plain_class = LearnedTensor
+
+    def __init__(self, *shape: int | ChoiceExpr, std: float = 0.02) -> None:
+        if not shape:
+            raise SearchSpaceError("Parameter needs at least one size")
+        for size in shape:
+            if not is_choice(size) and (type(size) is not int or size <= 0):
+                raise SearchSpaceError(
+                    f"Parameter sizes must be positive ints or choices, got {shape}")
+        super().__init__(shape=tuple(shape), std=std)
+
+
 class LayerChoice(Placeholder):
     """Choose one module among candidates; the arch value is the candidate's key.
 
@@ -174,12 +201,46 @@ class InputChoice(Placeholder):
         return True
 
 
+class EdgeChoice(Placeholder):
+    """Choose ``n_chosen`` of a node's incoming edges; edge ``j`` applies ``ops[j]`` to input ``j``.
+
+    Called with the list of the node's inputs (at least ``len(ops)``); returns the sum of the
+    chosen edges' outputs. Unlike an ``InputChoice`` after per-edge ops, the plain model holds
+    only the chosen edges' ops, so no dead branch (or its weights) reaches the export. The arch
+    value is the sorted list of chosen edge indices, as for an input choice.
+
+    Args:
+        ops: one module per incoming edge (often a ``LayerChoice`` of candidate ops).
+        n_chosen: how many edges an arch keeps.
+        label: the arch label; defaults to the module's path in the space.
+    """
+
+    def __init__(self, ops: Sequence[nn.Module], n_chosen: int = 1,
+                 label: str | None = None) -> None:
+        super().__init__()
+        ops = list(ops)
+        if not all(isinstance(op, nn.Module) for op in ops):
+            raise SearchSpaceError(f"EdgeChoice {label!r}: every edge op must be an nn.Module")
+        if not 1 <= n_chosen <= len(ops):
+            raise SearchSpaceError(
+                f"EdgeChoice {label!r}: need 1 <= n_chosen <= number of edges, "
+                f"got {n_chosen} of {len(ops)}")
+        for j, op in enumerate(ops):
+            self.add_module(str(j), op)
+        self.n_chosen, self.label = n_chosen, label
+
+    def is_elastic(self) -> bool:
+        return True
+
+
 class Repeat(Placeholder):
     """Blocks repeated an elastic number of times; a depth ``d`` keeps the first ``d`` blocks.
 
     Args:
         blocks: a factory ``fn(index) -> module``, a list of modules, or one module (deep-copied).
-        depth: an int or a ``Choice`` of ints (its label is the arch label of the depth).
+        depth: an int or a ``Choice`` of ints (its label is the arch label of the depth). The
+            same Choice may also appear in expressions elsewhere (a stage that can vanish
+            changes the next stage's input width); the label stays a depth.
     """
 
     def __init__(self, blocks: Callable[[int], nn.Module] | Sequence[nn.Module] | nn.Module,
