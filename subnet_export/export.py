@@ -183,15 +183,14 @@ def export_onnx(
         raw = tmpdir / "raw.onnx"
         _step("trace", lambda: _trace(plain, inputs, raw, exporter, opset, dynamic_batch,
                                       in_names, out_names))
-        model = _step("load", lambda: onnx.load(str(raw), load_external_data=True))
+        # Weights stay in the exporter's data file until the end: the graph is edited without
+        # them, so no step holds the whole model as protobuf twice.
+        model = _step("load", lambda: onnx.load(str(raw), load_external_data=False))
         strip_zero_conv_bias(model)
         _normalise(model, props)
         staged = tmpdir / target.name
         data_name = f"{target.name}.data" if external else None
-        _step("save", lambda: onnx.save_model(
-            model, str(staged), save_as_external_data=external, all_tensors_to_one_file=True,
-            location=data_name, size_threshold=0,
-        ))
+        _step("save", lambda: _save(model, tmpdir, staged, data_name))
         _step("check", lambda: onnx.checker.check_model(str(staged), full_check=True))
         if data_name:
             os.replace(tmpdir / data_name, target.parent / data_name)
@@ -255,7 +254,26 @@ def _trace(plain: nn.Module, inputs: tuple[torch.Tensor, ...], raw: Path, export
             kwargs["dynamic_shapes"] = tuple({0: batch} if t.ndim else None for t in inputs)
         program = torch.onnx.export(plain, inputs, dynamo=True, optimize=False, verbose=False,
                                     **kwargs)
-        program.save(str(raw))
+        program.save(str(raw), external_data=True)
+
+
+def _save(model: onnx.ModelProto, tmpdir: Path, staged: Path, data_name: str | None) -> None:
+    """Write ``model`` to ``staged``: inline, or with its weights in ``data_name`` beside it."""
+    external = [t for t in model.graph.initializer
+                if t.data_location == onnx.TensorProto.EXTERNAL]
+    locations = {e.value for t in external for e in t.external_data if e.key == "location"}
+    if data_name is None or len(locations) != 1:
+        onnx.load_external_data_for_model(model, str(tmpdir))
+        onnx.save_model(model, str(staged), save_as_external_data=data_name is not None,
+                        all_tensors_to_one_file=True, location=data_name, size_threshold=0)
+        return
+    # One data file already: rename it and point the tensors at it, offsets unchanged.
+    os.replace(tmpdir / locations.pop(), tmpdir / data_name)
+    for tensor in external:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = data_name
+    onnx.save_model(model, str(staged))
 
 
 def _normalise(model: onnx.ModelProto, props: Mapping[str, str]) -> None:
