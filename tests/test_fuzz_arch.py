@@ -22,12 +22,27 @@ JSON_SCALARS = (st.none() | st.booleans() | st.integers(-(2**70), 2**70)
 JSON_VALUES = st.recursive(JSON_SCALARS, lambda inner: st.lists(inner, max_size=4)
                            | st.dictionaries(st.text(max_size=6), inner, max_size=3),
                            max_leaves=8)
-FUZZ = settings(max_examples=300, deadline=None, derandomize=True,
+FUZZ = settings(max_examples=150, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow])
 
 
-@pytest.fixture(scope="module", params=["sampling", "differentiable"])
+#: spaces fuzzed: the tiny test space in both strategies, and shipped spaces with every kind
+#: of label (value, layer, input, depth, labels shared through expressions)
+FUZZED = ["tiny-sampling", "tiny-differentiable", "autoformer", "darts", "nasbench201",
+          "mobilenetv3"]
+
+
+@pytest.fixture(scope="module", params=FUZZED)
 def net(request):
+    if request.param.startswith("tiny-"):
+        return se.to_supernet(tiny_space.TinySpace(), strategy=request.param.split("-")[1])
+    from models import get_space
+
+    return get_space(request.param).build()
+
+
+@pytest.fixture(scope="module", params=["sampling", "differentiable"])
+def tiny(request):
     return se.to_supernet(tiny_space.TinySpace(), strategy=request.param)
 
 
@@ -87,16 +102,16 @@ def test_non_dict_archs(net, arch):
         se.freeze(net, arch)
 
 
-def test_huge_and_negative_numbers_name_the_label(net):
+def test_huge_and_negative_numbers_name_the_label(tiny):
     for value in (2**64, -1, 0, -(2**64), float("inf")):
         arch = {"width": value, "block.k": 3, "depth": 1, "op": "skip"}
         with pytest.raises(se.ArchError, match="'width'") as err:
-            se.freeze(net, arch)
+            se.freeze(tiny, arch)
         assert err.value.label == "width"
 
 
-def test_unicode_labels(net):
+def test_unicode_labels(tiny):
     arch = {"width": 8, "block.k": 3, "depth": 1, "op": "skip", "wïdth\u200b": 8}
     with pytest.raises(se.ArchError) as err:
-        se.freeze(net, arch)
+        se.freeze(tiny, arch)
     assert err.value.label == "wïdth\u200b"
