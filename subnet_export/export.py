@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import tempfile
@@ -238,7 +239,7 @@ def _trace(plain: nn.Module, inputs: tuple[torch.Tensor, ...], raw: Path, export
         kwargs["opset_version"] = opset
     # no torch.no_grad() here: under it nn.MultiheadAttention takes a fused fast path that the
     # TorchScript exporter cannot translate
-    with warnings.catch_warnings(), contextlib.redirect_stdout(None):
+    with warnings.catch_warnings(), contextlib.redirect_stdout(None), _quiet("torch.onnx"):
         warnings.simplefilter("ignore")
         if exporter == "torchscript":
             if dynamic_batch:
@@ -255,6 +256,18 @@ def _trace(plain: nn.Module, inputs: tuple[torch.Tensor, ...], raw: Path, export
         program = torch.onnx.export(plain, inputs, dynamo=True, optimize=False, verbose=False,
                                     **kwargs)
         program.save(str(raw), external_data=True)
+
+
+@contextlib.contextmanager
+def _quiet(name: str):
+    # torch.onnx logs a warning per missing optional package (torchvision ops) on every export
+    logger = logging.getLogger(name)
+    level = logger.level
+    logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
 
 
 def _save(model: onnx.ModelProto, tmpdir: Path, staged: Path, data_name: str | None) -> None:
