@@ -229,5 +229,5 @@ if __name__ == "__main__":
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{NAME}.json").write_text(json.dumps(res, indent=2, sort_keys=True) + "\n",
                                           encoding="utf-8")
-    update_docs(NAME, render(res), DOCS.parent / "benchmarks-export.md")
+    update_docs(NAME, render(res), DOCS)
     print(render(res))
