@@ -15,6 +15,10 @@ from click.testing import CliRunner
 from subnet_export.cli import cli
 
 FIXTURES = Path(__file__).parent / "fixtures"
+sys.path.insert(0, str(FIXTURES))
+import tiny_space  # noqa: E402
+
+sys.path.remove(str(FIXTURES))
 SPACE = f"{FIXTURES / 'tiny_space.py'}"
 ARCH = {"width": 12, "block.k": 5, "depth": 2, "op": "conv"}
 SCRIPT = Path(sys.executable).with_name("subnet-export")
@@ -115,16 +119,7 @@ def test_space_factory_with_strategy_differentiable():
 
 # -- bad input: one message, exit 2, no traceback ---------------------------------------------
 def _checkpoint(tmp_path: Path, mutate) -> Path:
-    sys.path.insert(0, str(FIXTURES))
-    try:
-        import tiny_space
-    finally:
-        sys.path.remove(str(FIXTURES))
-    state = tiny_space.supernet().state_dict()
-    mutate(state)
-    path = tmp_path / "ckpt.pt"
-    torch.save(state, path)
-    return path
+    return tiny_space.save_checkpoint(tmp_path / "ckpt.pt", mutate)
 
 
 class _Evil:

@@ -149,18 +149,12 @@ def test_memory_stays_flat_over_many_exports():
 
 
 def _tiny_checkpoint(tmp_path: Path, mutate) -> Path:
-    import torch
-
     sys.path.insert(0, str(FIXTURES))
     try:
         import tiny_space
     finally:
         sys.path.remove(str(FIXTURES))
-    state = tiny_space.supernet().state_dict()
-    mutate(state)
-    path = tmp_path / "weights.pt"
-    torch.save(state, path)
-    return path
+    return tiny_space.save_checkpoint(tmp_path / "weights.pt", mutate)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")], ids=["nan", "inf"])
