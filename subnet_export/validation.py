@@ -257,9 +257,15 @@ def _reference(supernet: nn.Module | None, arch: Mapping[str, Any] | None, plain
         return _run_torch(plain, tensors)
     import subnet_export
 
+    # parity is an eval-mode property; the caller's training flags are restored afterwards
+    flags = [(m, m.training) for m in supernet.modules()]
     supernet.eval()
-    with subnet_export.fixed_arch(supernet, arch):
-        return _run_torch(supernet, tensors)
+    try:
+        with subnet_export.fixed_arch(supernet, arch):
+            return _run_torch(supernet, tensors)
+    finally:
+        for module, training in flags:
+            module.training = training
 
 
 def _torch_backend(name: str, model: nn.Module, sets: list[InputSet], compare: Any,
