@@ -10,6 +10,7 @@ metadata; the same command writes the same bytes. Load one with
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -35,8 +36,11 @@ def write_checkpoint(name: str, out_dir: Path = CHECKPOINT_DIR, seed: int = 0) -
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"{name}.safetensors"
     tmp = path.with_suffix(".tmp")
-    save_file(state, str(tmp), metadata={"space": name, "seed": str(seed),
-                                          "strategy": info.default_strategy})
+    # One metadata key: safetensors writes its metadata map in hash order, which differs from
+    # process to process; a single key holding sorted JSON keeps the bytes stable.
+    meta = json.dumps({"space": name, "seed": seed, "strategy": info.default_strategy},
+                      sort_keys=True)
+    save_file(state, str(tmp), metadata={"subnet_export": meta})
     tmp.replace(path)
     return path
 

@@ -158,6 +158,14 @@ def test_checkpoint_is_small_and_matches_the_factory(name):
     assert all(torch.equal(loaded[k], own[k]) for k in own)
 
 
+@pytest.mark.parametrize("name", list_spaces())
+def test_make_checkpoints_rewrites_the_same_bytes(name, tmp_path):
+    from models.make_checkpoints import write_checkpoint
+
+    fresh = write_checkpoint(name, tmp_path)
+    assert fresh.read_bytes() == get_space(name).checkpoint.read_bytes()
+
+
 # -- parity over the space ------------------------------------------------------------------------
 @pytest.mark.parametrize("case", CASES)
 @pytest.mark.parametrize("name", list_spaces())
