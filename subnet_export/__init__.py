@@ -61,7 +61,7 @@ _EXPORTS: dict[str, str] = {
     "export_onnx": "export",
     "ExportResult": "export",
     "validate": "validation",
-    "make_inputs": "validation",
+    "make_inputs": "inputs",
     "ParityReport": "parity",
     "BackendResult": "parity",
     "OutputComparison": "parity",

@@ -21,10 +21,11 @@ from .arch import fixed_arch, freeze
 from .bundle import BundleManifest, write_bundle
 from .errors import InputError
 from .export import export_onnx
+from .inputs import make_inputs
 from .materialization import materialize, module_labels
 from .parity import ParityReport, Tolerance
 from .recalibrate import CalibrationInfo, recalibrate_bn
-from .validation import make_inputs, validate
+from .validation import validate
 
 __all__ = ["STAGES", "RunResult", "export_subnet", "nonfinite_tensors"]
 
