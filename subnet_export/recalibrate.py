@@ -19,18 +19,16 @@ See docs/recalibration.md.
 from __future__ import annotations
 
 import numbers
-import zipfile
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from ._calib_data import Batches, select, split, to_tensors
 from .errors import InputError, SubnetExportError
 from .supernet.norm import ElasticBatchNorm2d
 
@@ -39,7 +37,6 @@ __all__ = ["METHODS", "CalibrationInfo", "recalibrate_bn"]
 #: Recalibration methods ``recalibrate_bn`` accepts.
 METHODS = ("exact", "one-pass")
 
-_Batches = list[tuple[torch.Tensor, ...]]
 
 
 @dataclass(frozen=True)
@@ -112,12 +109,12 @@ def recalibrate_bn(model: nn.Module, data: Any, *, batch_size: int = 32,
         raise InputError(
             "the model has no BatchNorm layer with running statistics; there is nothing to "
             "recalibrate (drop the calibration data)")
-    inputs = _select(_to_tensors(data), None if num_samples is None else int(num_samples), seed)
+    inputs = select(to_tensors(data), None if num_samples is None else int(num_samples), seed)
     n = inputs[0].shape[0]
     batch_size = int(batch_size)
     # Batches stay on the CPU until their forward: a large calibration set never sits whole
     # on the accelerator.
-    batches = _batches(inputs, batch_size, merge_single=method == "one-pass")
+    batches = split(inputs, batch_size, merge_single=method == "one-pass")
 
     modes = {m: m.training for m in model.modules()}
     saved = [(m, m.running_mean.clone(), m.running_var.clone()) for m in layers]
@@ -144,7 +141,7 @@ class _Stop(Exception):
     """Ends a forward once the layer being recalibrated has seen its input."""
 
 
-def _recalibrate_exact(model: nn.Module, layers: dict[nn.Module, str], batches: _Batches) -> int:
+def _recalibrate_exact(model: nn.Module, layers: dict[nn.Module, str], batches: Batches) -> int:
     order = _call_order(model, layers, batches[0])
     for module, calls in order:
         moments = _Moments()
@@ -170,7 +167,7 @@ def _recalibrate_exact(model: nn.Module, layers: dict[nn.Module, str], batches: 
 
 
 def _recalibrate_one_pass(model: nn.Module, layers: dict[nn.Module, str],
-                          batches: _Batches) -> int:
+                          batches: Batches) -> int:
     stats: dict[nn.Module, _Moments] = {}
 
     def normalize_by_batch(mod, args, output):
@@ -268,80 +265,12 @@ def _eps(m: nn.Module) -> float:
     return float(m.values()["eps"]) if isinstance(m, ElasticBatchNorm2d) else float(m.eps)
 
 
-# -- data -------------------------------------------------------------------------------------
-def _to_tensors(data: Any) -> list[torch.Tensor]:
-    if isinstance(data, (str, Path)):
-        data = _read_npz(Path(data))
-    items = list(data) if isinstance(data, (list, tuple)) else [data]
-    if not items:
-        raise InputError("calibration data is an empty sequence; pass one array per model input")
-    out = []
-    for i, item in enumerate(items):
-        if not isinstance(item, (torch.Tensor, np.ndarray)):
-            raise InputError(
-                f"calibration input {i} is a {type(item).__name__}; pass a tensor, a numpy "
-                "array, a list of them (one per model input) or an .npz path")
-        try:
-            t = torch.as_tensor(item).detach().cpu()
-        except (TypeError, RuntimeError) as err:
-            raise InputError(f"calibration input {i} cannot become a tensor: {err}") from err
-        if t.dim() == 0 or t.shape[0] == 0:
-            raise InputError(
-                f"calibration input {i} has shape {tuple(t.shape)}: no samples; pass a batch-first "
-                "array (N, ...) with N >= 1")
-        if t.is_floating_point() and not bool(torch.isfinite(t).all()):
-            raise InputError(f"calibration input {i} holds NaN or infinite values")
-        out.append(t)
-    sizes = {t.shape[0] for t in out}
-    if len(sizes) > 1:
-        raise InputError(
-            f"calibration inputs disagree on the number of samples: "
-            f"{[tuple(t.shape) for t in out]}; every input needs the same first dimension")
-    return out
-
-
-def _read_npz(path: Path) -> np.ndarray:
-    if not path.is_file():
-        raise InputError(f"calibration data {str(path)!r} does not exist")
-    hint = "write it with numpy.savez(path, input=array)"
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise InputError(f"{str(path)!r} is a single .npy array, not an .npz; {hint}")
-        with loaded as npz:
-            if not npz.files:
-                raise InputError(f"calibration data {str(path)!r} holds no array; {hint}")
-            return npz["input" if "input" in npz.files else npz.files[0]]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise InputError(
-            f"cannot read calibration data {str(path)!r} as .npz ({err}); {hint}") from err
-
-
-def _select(inputs: list[torch.Tensor], num_samples: int | None,
-            seed: int) -> list[torch.Tensor]:
-    n = inputs[0].shape[0]
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    if num_samples is not None:
-        order = order[:num_samples]
-    return [t[order] for t in inputs]
-
-
 def _to_model(batch: Sequence[torch.Tensor], model: nn.Module) -> list[torch.Tensor]:
     tensors = list(model.parameters()) + list(model.buffers())
     floats = [t for t in tensors if t.is_floating_point()]
     device = tensors[0].device if tensors else torch.device("cpu")
     dtype = floats[0].dtype if floats else torch.get_default_dtype()
     return [t.to(device, dtype) if t.is_floating_point() else t.to(device) for t in batch]
-
-
-def _batches(inputs: list[torch.Tensor], batch_size: int,
-             merge_single: bool) -> _Batches:
-    n = inputs[0].shape[0]
-    bounds = list(range(0, n, batch_size)) + [n]
-    if merge_single and len(bounds) > 2 and bounds[-1] - bounds[-2] == 1:
-        # Batch statistics of one sample are degenerate; fold it into the previous batch.
-        del bounds[-2]
-    return [tuple(t[a:b] for t in inputs) for a, b in zip(bounds, bounds[1:])]
 
 
 def _forward(model: nn.Module, batch: Sequence[torch.Tensor]) -> None:
