@@ -220,14 +220,7 @@ def render(results: dict[str, Any]) -> str:
 markdown = render  # the name ``python -m bench`` looks for
 
 
-if __name__ == "__main__":
-    import json
+if __name__ == "__main__":  # same as `python -m bench NAME`
+    from .__main__ import main
 
-    from . import DOCS, RESULTS, update_docs
-
-    res = run()
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / f"{NAME}.json").write_text(json.dumps(res, indent=2, sort_keys=True) + "\n",
-                                          encoding="utf-8")
-    update_docs(NAME, render(res), DOCS)
-    print(render(res))
+    raise SystemExit(main([NAME]))

@@ -38,12 +38,8 @@ CHECKPOINT_LIMIT = 3_000_000  # bytes
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # These models are tiny: one thread is faster, and avoids oversubscribing a shared CI box.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test of this module runs with one torch thread (see conftest.py)."""
 
 
 @functools.cache

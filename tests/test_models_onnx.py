@@ -21,11 +21,8 @@ CELL_SPACES = {"darts", "nasbench201"}
 
 
 @pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+def _one_thread(one_torch_thread):
+    """Every test of this module runs with one torch thread (see conftest.py)."""
 
 
 @pytest.fixture(scope="module")
