@@ -258,3 +258,23 @@ def test_calib_data_missing_file(tmp_path, arch_file):
     proc = run("onnx", f"{SPACE}:supernet", "--arch", str(arch_file), "--out",
                str(tmp_path / "b"), "--calib-data", str(tmp_path / "none.npz"))
     assert_user_error(proc, 2, "calibration data", "does not exist")
+
+
+def test_samples_opset_and_providers_options(tmp_path, arch_file):
+    import numpy as np
+
+    samples = tmp_path / "samples.npz"
+    np.savez(samples, input=np.random.default_rng(1).standard_normal((3, 3, 12, 12))
+             .astype(np.float32))
+    out = tmp_path / "b"
+    proc = run("onnx", f"{SPACE}:supernet", "--arch", str(arch_file), "--out", str(out),
+               "--samples", str(samples), "--opset", "18", "--providers", "CPU",
+               "--atol", "1e-4", "--json")
+    assert proc.returncode == 0, proc.stderr
+    summary = json.loads(proc.stdout)
+    labels = [s["label"] for s in summary["parity"]["inputs"]]
+    assert labels[-1] == "samples" and summary["parity"]["inputs"][-1]["shapes"][0][0] == 3
+    backends = {b["name"]: b for b in summary["parity"]["backends"]}
+    assert "ort-cuda" not in backends  # only the provider asked for
+    assert backends["ort-cpu"]["tolerance"]["atol"] == 1e-4
+    assert json.loads((out / "manifest.json").read_text())["opset"] == 18
