@@ -65,6 +65,9 @@ class ExportResult:
             the graph holds exactly the active path's weights.
         external_data: path of the external-data file, or None when the model is one file.
         metadata: the ``metadata_props`` written into the file.
+        unused: (dynamo) names of plain-model tensors the graph never reads, so the file does not
+            hold them: weights of a dead branch of the arch, e.g. a cell node only a zero op
+            reads. ``initializer_bytes + bytes(unused) == state_bytes``.
     """
 
     path: Path
@@ -76,6 +79,7 @@ class ExportResult:
     state_bytes: int
     external_data: Path | None = None
     metadata: dict[str, str] = field(default_factory=dict)
+    unused: tuple[str, ...] = ()
 
 
 def default_names(prefix: str, count: int) -> tuple[str, ...]:
@@ -89,15 +93,19 @@ def state_bytes(plain: nn.Module) -> int:
     BatchNorm's ``num_batches_tracked`` is left out: it is a training counter that an eval-mode
     forward never reads, so no exporter puts it in the graph.
     """
-    seen: set[int] = set()
-    total = 0
+    return sum(t.numel() * t.element_size() for t in _state_tensors(plain).values())
+
+
+def _state_tensors(plain: nn.Module) -> dict[str, torch.Tensor]:
     # state_dict(keep_vars=True) holds parameters and persistent buffers, not transient ones
+    seen: set[int] = set()
+    out = {}
     for name, tensor in plain.state_dict(keep_vars=True).items():
         if name.endswith("num_batches_tracked") or id(tensor) in seen:
             continue
         seen.add(id(tensor))
-        total += tensor.numel() * tensor.element_size()
-    return total
+        out[name] = tensor
+    return out
 
 
 def export_onnx(
@@ -209,7 +217,15 @@ def export_onnx(
         state_bytes=expected,
         external_data=target.parent / data_name if data_name else None,
         metadata=props,
+        unused=_unused(plain, model) if exporter == "dynamo" else (),
     )
+
+
+def _unused(plain: nn.Module, model: onnx.ModelProto) -> tuple[str, ...]:
+    # The dynamo export keeps state_dict names for initializers (optimize=False), so a plain
+    # tensor missing from them is one the traced graph never reads.
+    held = {t.name for t in model.graph.initializer}
+    return tuple(sorted(name for name in _state_tensors(plain) if name not in held))
 
 
 _STEP_HINTS = {

@@ -155,6 +155,9 @@ def export_subnet(
         exported = stage("export", lambda: export_onnx(
             plain, examples, onnx_path, exporter=exporter, opset=opset, arch=frozen,
             checkpoint_sha256=checkpoint_sha256))
+        if exported.unused and warn is not None:
+            warn(f"{len(exported.unused)} tensor(s) of the subnet are never read by the exported "
+                 f"graph (a dead branch of this arch): {', '.join(exported.unused[:5])}")
         tolerances = tolerance
         report = stage("validate", lambda: validate(
             supernet, frozen, plain, onnx_path, example_inputs=examples,
@@ -167,6 +170,7 @@ def export_subnet(
             samples=arrays, force=force,
             extra={"parameter_count": n_params, "source_checkpoint_sha256": checkpoint_sha256,
                    "exporter": exporter,
+                   "unused_parameters": list(exported.unused),
                    "bn_recalibration": calibration.to_json() if calibration else None}))
     return RunResult(out_dir, frozen, report, manifest, n_params, timings, nonfinite)
 

@@ -122,3 +122,25 @@ def test_bad_arguments(tmp_path):
         se.export_onnx(model, inputs, tmp_path / "missing" / "m.onnx")
     with pytest.raises(se.ExportError, match="names given"):
         se.export_onnx(model, inputs, tmp_path / "m.onnx", output_names=["a", "b"])
+
+
+class _ShapeOnlyBranch(torch.nn.Module):
+    """``dead``'s output feeds only a shape, so torch.export drops its computation."""
+
+    def __init__(self):
+        super().__init__()
+        self.dead = torch.nn.Linear(4, 4)
+        self.live = torch.nn.Linear(4, 4)
+
+    def forward(self, x):
+        return self.live(x) + torch.zeros(self.dead(x).shape)
+
+
+def test_unused_weights_are_reported(tmp_path):
+    model = _ShapeOnlyBranch().eval()
+    result = se.export_onnx(model, torch.randn(2, 4), tmp_path / "m.onnx")
+    assert result.unused == ("dead.bias", "dead.weight")
+    state = model.state_dict()
+    unused_bytes = sum(state[n].numel() * state[n].element_size() for n in result.unused)
+    assert result.initializer_bytes + unused_bytes == result.state_bytes
+    assert result.initializer_bytes < result.state_bytes

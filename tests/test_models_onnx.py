@@ -15,9 +15,6 @@ import torch
 import subnet_export as se
 from models import extreme_arch, get_space, list_spaces
 
-#: Spaces whose plain model can hold weights an arch leaves unused (a cell node or input that no
-#: edge reads); the exporter drops those, so the graph holds fewer bytes than the state dict.
-CELL_SPACES = {"darts", "nasbench201"}
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -52,10 +49,9 @@ def exported(tmp_path_factory):
 def check_export(exported, name: str, case: str) -> None:
     net, arch, plain, result = exported(name, case)
     assert result.exporter == "dynamo" and result.path.is_file()
-    if name in CELL_SPACES:
-        assert result.initializer_bytes <= result.state_bytes
-    else:
-        assert result.initializer_bytes == result.state_bytes
+    # the graph holds exactly the plain model's weights: no dead branch on either side
+    assert result.unused == ()
+    assert result.initializer_bytes == result.state_bytes
     example = torch.randn(*get_space(name).input_shape)
     report = se.validate(net, arch, plain, result.path, example_inputs=example,
                          batch_sizes=(1, 4), providers=["CPUExecutionProvider"], locate=False)
