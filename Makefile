@@ -5,7 +5,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: venv demo test test-fast bench clean
+.PHONY: venv demo test bench clean
 
 venv: $(STAMP)
 
@@ -20,6 +20,7 @@ demo: $(STAMP)
 	$(VENV)/bin/subnet-export onnx models/demo.py:supernet --arch models/archs/demo.json --out demo-out
 
 test: $(STAMP)
+	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: $(STAMP)

@@ -130,7 +130,6 @@ def measure(case: Any, workdir: Path) -> dict[str, Any]:
 def run() -> dict[str, Any]:
     """Measure both cases; the runner writes ``bench/results/graph.json``."""
     from . import machine
-
     from .export_common import autoformer_t, mobilenetv3_large, ort_versions
 
     results: dict[str, Any] = {"machine": {**machine(), "export_stack": ort_versions()},

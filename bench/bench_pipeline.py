@@ -1,4 +1,4 @@
-"""Pipeline cost: each stage of ``export_subnet`` against a bare ``torch.onnx.export`` + one ORT run.
+"""Pipeline cost: each stage of ``export_subnet`` against a bare ``torch.onnx.export`` + an ORT run.
 
 Issue 6, item 3. The subnet is MobileNetV3-Large from the shipped space (224x224). For each
 exporter (dynamo, TorchScript) and each repeat, in one process:
@@ -73,8 +73,8 @@ def measure(repeats: int = REPEATS) -> dict[str, Any]:
                 wall = time.perf_counter() - start
                 plain = se.materialize(case.supernet, case.arch).eval()
                 bare = _bare(plain, case.input_shape, Path(tmp) / "bare.onnx", exporter)
-            runs.append({"stages": dict(result.timings), "wall": wall, "passed": result.report.passed,
-                         "bare": bare})
+            runs.append({"stages": dict(result.timings), "wall": wall,
+                         "passed": result.report.passed, "bare": bare})
         # only the stages this run went through (optional ones, e.g. recalibrate, may be absent)
         stages = [s for s in STAGES if all(s in r["stages"] for r in runs)]
         med = {s: statistics.median(r["stages"][s] for r in runs) for s in stages}
@@ -98,7 +98,6 @@ def measure(repeats: int = REPEATS) -> dict[str, Any]:
 def run() -> dict[str, Any]:
     """Measure; the runner writes ``bench/results/pipeline.json``."""
     from . import machine
-
     from .export_common import ort_versions
 
     return {"machine": {**machine(), "export_stack": ort_versions()}, **measure()}
@@ -108,7 +107,8 @@ def render(results: dict[str, Any]) -> str:
     """The markdown section of item 3."""
     m = results["machine"]
     lines = [
-        f"## Pipeline cost: `export_subnet` stages vs a bare `torch.onnx.export` ({results['model']})",
+        "## Pipeline cost: `export_subnet` stages vs a bare `torch.onnx.export` "
+        f"({results['model']})",
         "",
         f"Machine: {m['cpu']}, {m['nproc']} cores; {m['date']}; torch {m['versions']['torch']}, "
         f"onnx {m['export_stack']['onnx']}, onnxruntime {m['export_stack']['onnxruntime']}. "

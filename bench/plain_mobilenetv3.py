@@ -4,8 +4,9 @@ Howard et al., "Searching for MobileNetV3" (ICCV 2019), Table 1: a 3x3 stride-2 
 hardswish, fifteen bottlenecks (1x1 expansion, kxk depthwise, optional squeeze-and-excite with
 hard-sigmoid gating, 1x1 linear projection; residual when stride 1 and widths match), a 1x1 conv
 to 960 channels, global pooling and a two-layer classifier (1280 hidden, hardswish), BatchNorm
-with eps 1e-3 and average decay 0.99. Nothing here imports the supernet or ``models/``: the point is a model a person
-would write by hand, so that its export is the reference the materialized subnet is held to.
+with eps 1e-3 and average decay 0.99. Nothing here imports the supernet or ``models/``: the
+point is a model a person would write by hand, so that its export is the reference the
+materialized subnet is held to.
 
 :func:`load_from_materialized` copies a materialized subnet's weights into it through an explicit
 name mapping (:func:`name_mapping`), checking every key and shape.

@@ -18,9 +18,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from models import get_space, list_spaces  # noqa: E402
-
 import subnet_export as se  # noqa: E402
+from models import get_space, list_spaces  # noqa: E402
 from subnet_export._onnx_info import op_types  # noqa: E402
 from subnet_export.pipeline import export_subnet  # noqa: E402
 

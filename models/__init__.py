@@ -11,12 +11,10 @@ Each space file also exposes ``supernet(strategy="sampling")`` for the CLI
 
 from __future__ import annotations
 
+# Imported for their registration side effect.
+from . import autoformer, darts, mobilenetv3, nasbench201, proxylessnas, shufflenet  # noqa: E402,F401
 from ._extremes import extreme_arch
 from ._registry import ARCH_DIR, CHECKPOINT_DIR, SpaceInfo, get_space, list_spaces, register_space
-
-# Imported for their registration side effect.
-from . import (autoformer, darts, mobilenetv3, nasbench201,  # noqa: E402,F401
-               proxylessnas, shufflenet)
 
 __all__ = ["ARCH_DIR", "CHECKPOINT_DIR", "SpaceInfo", "extreme_arch", "get_space", "list_spaces",
            "register_space"]

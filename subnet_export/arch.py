@@ -93,7 +93,8 @@ def freeze(supernet: nn.Module, arch: Mapping[str, Any] | None = None) -> Arch:
     if arch is None:
         arch = _exported(supernet)
     if not isinstance(arch, Mapping):
-        raise ArchError(f"an arch must be a JSON object {{label: value}}, got {type(arch).__name__}")
+        raise ArchError(
+            f"an arch must be a JSON object {{label: value}}, got {type(arch).__name__}")
     unknown = [k for k in arch if k not in specs]
     if unknown:
         label = unknown[0]

@@ -79,7 +79,8 @@ class Choice(ChoiceExpr):
         for c in cands:
             if not isinstance(c, (int, float, str, bool)):
                 raise SearchSpaceError(
-                    f"Choice {label!r}: candidate {c!r} is not a JSON scalar (int, float, str, bool)"
+                    f"Choice {label!r}: candidate {c!r} is not a JSON scalar "
+                    "(int, float, str, bool)"
                 )
         if len(set(map(_key, cands))) != len(cands):
             raise SearchSpaceError(f"Choice {label!r} has duplicate candidates: {cands}")

@@ -45,7 +45,8 @@ def load_factory(spec: str) -> Callable[..., Any]:
             path = Path(module_part)
             if not path.is_file():
                 raise InputError(f"SUPERNET file {module_part!r} does not exist")
-            name = f"_subnet_export_user_{hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]}"
+            digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+            name = f"_subnet_export_user_{digest}"
             loader = importlib.util.spec_from_file_location(name, path)
             if loader is None or loader.loader is None:
                 raise InputError(f"cannot import {module_part!r} as a Python file")
@@ -140,7 +141,8 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.suffix == ".safetensors" or not (zipfile.is_zipfile(path) or head[:1] == b"\x80"):
         return _read_safetensors(path)
     try:
-        data = torch.load(path, map_location="cpu", weights_only=True, mmap=zipfile.is_zipfile(path))
+        data = torch.load(path, map_location="cpu", weights_only=True,
+                          mmap=zipfile.is_zipfile(path))
     except pickle.UnpicklingError as err:
         raise CheckpointError(
             f"refused to load {str(path)!r}: it needs arbitrary unpickling, which can run code "

@@ -12,8 +12,8 @@ from typing import Any
 
 from torch import nn
 
-from .errors import MaterializeError
 from .arch import fixed_arch
+from .errors import MaterializeError
 from .supernet.base import BaseSuperNetModule, freeze_module, sub_state_dict
 from .supernet.placeholders import Placeholder
 
@@ -50,7 +50,8 @@ def materialize(supernet: nn.Module, arch: Mapping[str, Any] | None = None) -> n
     return skeleton
 
 
-def module_labels(supernet: nn.Module, arch: Mapping[str, Any] | None = None) -> dict[str, list[str]]:
+def module_labels(supernet: nn.Module,
+                  arch: Mapping[str, Any] | None = None) -> dict[str, list[str]]:
     """``{plain module path: [labels]}``: which labels chose or shaped each plain module.
 
     Used to map a diverging layer of the exported model back to the supernet's choices.

@@ -13,10 +13,10 @@ from typing import Any
 
 import pytest
 import torch
+from spaces import CompositeSpace, HeadShuffle
 from torch import nn
 
 import subnet_export as se
-from spaces import CompositeSpace, HeadShuffle
 
 
 @pytest.fixture(scope="module", params=["sampling", "differentiable"])

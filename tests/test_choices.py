@@ -11,11 +11,17 @@ import math
 
 import pytest
 import torch
+from spaces import (
+    STRATEGIES,
+    CompositeSpace,
+    HeadShuffle,
+    assert_plain_contract,
+    count_params,
+    randomise_norm_stats,
+)
 from torch import nn
 
 import subnet_export as se
-from spaces import (STRATEGIES, CompositeSpace, HeadShuffle, assert_plain_contract, count_params,
-                    randomise_norm_stats)
 
 W = se.Choice([4, 8], label="w")
 

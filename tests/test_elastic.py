@@ -13,11 +13,18 @@ from typing import Any
 
 import pytest
 import torch
+from spaces import (
+    ATOL,
+    STRATEGIES,
+    Single,
+    arch_sweep,
+    assert_plain_contract,
+    count_params,
+    randomise,
+)
 from torch import nn
 
 import subnet_export as se
-from spaces import (ATOL, STRATEGIES, Single, arch_sweep, assert_plain_contract, count_params,
-                    randomise)
 
 # torch warns that an even kernel with padding="same" pads asymmetrically; that is the case
 # under test, on both sides of the comparison.

@@ -10,9 +10,9 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from _parity_models import MODELS, build, exported
 
 import subnet_export as se
-from _parity_models import MODELS, build, exported
 from subnet_export.export import ARCH_KEY, CHECKPOINT_KEY, VERSION_KEY, state_bytes
 
 

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import onnx
 import pytest
+from _parity_models import composite, exported
 from onnx import numpy_helper
 
 import subnet_export as se
-from _parity_models import composite, exported
 from subnet_export.locate import module_scopes
 
 TOL = se.Tolerance(atol=1e-5, rtol=1e-4)

@@ -10,11 +10,18 @@ import pickle
 
 import pytest
 import torch
+from spaces import (
+    ATOL,
+    STRATEGIES,
+    CompositeSpace,
+    assert_plain_contract,
+    count_params,
+    random_archs,
+    randomise_norm_stats,
+)
 from torch import nn
 
 import subnet_export as se
-from spaces import (ATOL, STRATEGIES, CompositeSpace, assert_plain_contract, count_params,
-                    random_archs, randomise_norm_stats)
 
 N_RANDOM = 10
 

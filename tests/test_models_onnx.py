@@ -16,7 +16,6 @@ import subnet_export as se
 from models import extreme_arch, get_space, list_spaces
 
 
-
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread(one_torch_thread):
     """Every test of this module runs with one torch thread (see conftest.py)."""

@@ -11,10 +11,10 @@ import itertools
 
 import pytest
 import torch
+from spaces import STRATEGIES, assert_plain_contract, count_params, randomise
 from torch import nn
 
 import subnet_export as se
-from spaces import STRATEGIES, assert_plain_contract, count_params, randomise
 
 W = se.Choice([4, 8], label="w")
 

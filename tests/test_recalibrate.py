@@ -8,10 +8,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from spaces import STRATEGIES, randomise
 from torch import nn
 
 import subnet_export as se
-from spaces import STRATEGIES, randomise
 from subnet_export.errors import InputError
 from subnet_export.recalibrate import CalibrationInfo, recalibrate_bn
 from subnet_export.supernet.norm import ElasticBatchNorm2d

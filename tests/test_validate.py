@@ -10,10 +10,10 @@ import numpy as np
 import onnx
 import pytest
 import torch
+from _parity_models import MODELS, build, composite, exported
 from torch import nn
 
 import subnet_export as se
-from _parity_models import MODELS, build, composite, exported
 from subnet_export.export import state_bytes
 from subnet_export.parity import SCHEMA_VERSION
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from .base import BaseSuperNetModule, STRATEGIES, freeze_module, sub_state_dict
+from .base import STRATEGIES, BaseSuperNetModule, freeze_module, sub_state_dict
 from .convert import DEFAULT_HOOKS, to_supernet
 
 __all__ = ["BaseSuperNetModule", "DEFAULT_HOOKS", "STRATEGIES", "freeze_module",

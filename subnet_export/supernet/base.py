@@ -184,7 +184,8 @@ def copy_slice(value: torch.Tensor) -> torch.Tensor:
     return value.detach().clone(memory_format=torch.contiguous_format)
 
 
-def freeze_module(module: nn.Module, memo: Mapping[str, Any], trace: dict | None = None) -> nn.Module:
+def freeze_module(module: nn.Module, memo: Mapping[str, Any],
+                  trace: dict | None = None) -> nn.Module:
     """The plain skeleton (meta device) of ``module`` under the complete arch ``memo``.
 
     User containers are shallow-copied with their class and ``forward`` kept; supernet modules
@@ -198,7 +199,8 @@ def freeze_module(module: nn.Module, memo: Mapping[str, Any], trace: dict | None
         _FREEZE_CTX.reset(token)
 
 
-def freeze_child(child: nn.Module, memo: Mapping[str, Any], name: str | None, labels=()) -> nn.Module:
+def freeze_child(child: nn.Module, memo: Mapping[str, Any], name: str | None,
+                 labels=()) -> nn.Module:
     """Freeze ``child`` of the supernet module being frozen, placed at ``name`` (None: in place).
 
     ``labels`` are the labels that chose this child (a layer choice's label, a repeat's depth).

@@ -166,9 +166,11 @@ class MixedEdgeChoice(DifferentiableMixin, BaseSuperNetModule):
 
 
 class MixedRepeat(DifferentiableMixin, BaseSuperNetModule):
-    """The first ``d`` blocks (sampling), or a softmax-weighted sum of the outputs at each
-    candidate depth (differentiable). The plain module is an ``nn.Sequential`` of ``d`` blocks
-    keeping the block indices, so keys match.
+    """Blocks repeated an elastic number of times.
+
+    Sampling: the first ``d`` blocks. Differentiable: a softmax-weighted sum of the outputs at
+    each candidate depth. The plain module is an ``nn.Sequential`` of ``d`` blocks keeping the
+    block indices, so keys match.
     """
 
     def __init__(self, blocks: list[nn.Module], depth: Choice, strategy: str = "sampling",
