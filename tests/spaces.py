@@ -184,11 +184,24 @@ def randomise(net: nn.Module, seed: int = 0, scale: float = 0.3) -> None:
     randomise_norm_stats(net, seed + 1)
 
 
+def build(space: nn.Module, strategy: str, *, weights: bool = False) -> nn.Module:
+    """A seeded supernet of ``space`` in eval mode, norm statistics (and weights) randomised."""
+    torch.manual_seed(0)
+    net = se.to_supernet(space, strategy=strategy).eval()
+    (randomise if weights else randomise_norm_stats)(net)
+    return net
+
+
+def every_arch(specs: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every arch of a search space (its ``se.search_space``), in product order."""
+    labels = list(specs)
+    return [dict(zip(labels, combo))
+            for combo in itertools.product(*(specs[lb].values() for lb in labels))]
+
+
 def arch_sweep(specs: Mapping[str, Any], limit: int = 24, seed: int = 0) -> list[dict[str, Any]]:
     """Every arch when there are at most ``limit``; else smallest, largest, mixed and random."""
-    labels = list(specs)
-    every = [dict(zip(labels, combo))
-             for combo in itertools.product(*(specs[lb].values() for lb in labels))]
+    every = every_arch(specs)
     if len(every) <= limit:
         return every
     out = arch_grid(specs)

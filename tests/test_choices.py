@@ -6,7 +6,6 @@ materialized module of every container against the supernet path and against han
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
@@ -16,8 +15,9 @@ from spaces import (
     CompositeSpace,
     HeadShuffle,
     assert_plain_contract,
+    build,
     count_params,
-    randomise_norm_stats,
+    every_arch,
 )
 from torch import nn
 
@@ -28,19 +28,6 @@ W = se.Choice([4, 8], label="w")
 
 def _x(c: int = 3, size: int = 6) -> torch.Tensor:
     return torch.randn(2, c, size, size, generator=torch.Generator().manual_seed(c * 100 + size))
-
-
-def _build(space: nn.Module, strategy: str) -> nn.Module:
-    torch.manual_seed(0)
-    net = se.to_supernet(space, strategy=strategy).eval()
-    randomise_norm_stats(net)
-    return net
-
-
-def _every_arch(net: nn.Module) -> list[dict]:
-    specs = se.search_space(net)
-    return [dict(zip(specs, combo)) for combo in itertools.product(*(s.values() for s in
-                                                                     specs.values()))]
 
 
 def _alpha(net: nn.Module, label: str) -> nn.Parameter:
@@ -79,12 +66,12 @@ def _layer_choice_params(arch: dict, keys: list[str]) -> int:
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("as_list", [False, True])
 def test_layer_choice(strategy: str, as_list: bool) -> None:
-    net = _build(LayerChoiceSpace(as_list), strategy)
+    net = build(LayerChoiceSpace(as_list), strategy)
     keys = ["0", "1", "2"] if as_list else ["conv3", "conv_bn", "skip"]
     specs = se.search_space(net)
     assert set(specs) == {"w", "op"}, "the candidates' width must be the outer label"
     assert specs["op"].kind == "layer" and list(specs["op"].candidates) == keys
-    for arch in _every_arch(net):
+    for arch in every_arch(se.search_space(net)):
         plain = assert_plain_contract(net, arch, _x())
         assert count_params(plain) == _layer_choice_params(arch, keys)
         expected = (nn.Conv2d, nn.Sequential, nn.Identity)[keys.index(arch["op"])]
@@ -101,7 +88,7 @@ def test_layer_choice(strategy: str, as_list: bool) -> None:
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_layer_choice_shares_weights_with_the_outer_width(strategy: str) -> None:
     # The conv3 candidate at width 4 is the top-left corner of the same tensor at width 8.
-    net = _build(LayerChoiceSpace(), strategy)
+    net = build(LayerChoiceSpace(), strategy)
     small = se.materialize(net, {"w": 4, "op": "conv3"})
     large = se.materialize(net, {"w": 8, "op": "conv3"})
     assert torch.equal(small.op.weight, large.op.weight[:4, :4])
@@ -131,13 +118,13 @@ def _reduce_by_hand(outs: list[torch.Tensor], reduction: str) -> torch.Tensor:
 @pytest.mark.parametrize("reduction", ["sum", "mean", "concat"])
 @pytest.mark.parametrize("n_chosen", [1, 2, 3])
 def test_input_choice(strategy: str, reduction: str, n_chosen: int, atol: float = 1e-6) -> None:
-    net = _build(InputChoiceSpace(n_chosen, reduction), strategy)
+    net = build(InputChoiceSpace(n_chosen, reduction), strategy)
     spec = se.search_space(net)["pick"]
     assert spec.kind == "input" and spec.size == math.comb(3, n_chosen)
     x = _x()
     with torch.no_grad():
         outs = [b(x) for b in net.branches]
-    for arch in _every_arch(net):
+    for arch in every_arch(se.search_space(net)):
         plain = assert_plain_contract(net, arch, x)
         with torch.no_grad():
             got = plain(x)
@@ -146,7 +133,7 @@ def test_input_choice(strategy: str, reduction: str, n_chosen: int, atol: float 
 
 
 def test_input_choice_differentiable_export_is_top_n() -> None:
-    net = _build(InputChoiceSpace(2, "sum"), "differentiable")
+    net = build(InputChoiceSpace(2, "sum"), "differentiable")
     weights = torch.tensor([0.3, -1.0, 2.0])
     with torch.no_grad():
         _alpha(net, "pick").copy_(weights)
@@ -181,13 +168,13 @@ class RepeatSpace(nn.Module):
 @pytest.mark.parametrize("how", ["factory", "list", "single"])
 @pytest.mark.parametrize("depths", [[1, 2, 3], [0, 2]])
 def test_repeat(strategy: str, how: str, depths: list[int]) -> None:
-    net = _build(RepeatSpace(how, depths), strategy)
+    net = build(RepeatSpace(how, depths), strategy)
     assert se.search_space(net)["depth"].kind == "depth"
     if how == "single":
         # Copies, not one module repeated: the blocks train separately.
         first, second = (net.get_submodule(f"rep.{i}.0").weight for i in (0, 1))
         assert first.data_ptr() != second.data_ptr()
-    for arch in _every_arch(net):
+    for arch in every_arch(se.search_space(net)):
         plain = assert_plain_contract(net, arch, _x())
         d, w = arch["depth"], arch["w"]
         assert len(plain.rep) == d
@@ -199,7 +186,7 @@ def test_repeat(strategy: str, how: str, depths: list[int]) -> None:
 
 
 def test_repeat_differentiable_export_is_the_argmax() -> None:
-    net = _build(RepeatSpace("factory", [1, 2, 3]), "differentiable")
+    net = build(RepeatSpace("factory", [1, 2, 3]), "differentiable")
     for best in range(3):
         with torch.no_grad():
             _alpha(net, "depth").copy_(torch.nn.functional.one_hot(torch.tensor(best), 3) * 2.0)
@@ -210,7 +197,7 @@ def test_repeat_differentiable_export_is_the_argmax() -> None:
 @pytest.mark.parametrize("op", ["conv3", "conv_bn", "skip"])
 @pytest.mark.parametrize("w", [4, 8])
 def test_differentiable_export_is_the_argmax(op: str, w: int) -> None:
-    net = _build(LayerChoiceSpace(), "differentiable")
+    net = build(LayerChoiceSpace(), "differentiable")
     keys = ["conv3", "conv_bn", "skip"]
     with torch.no_grad():
         _alpha(net, "op").copy_(torch.tensor([0.5 if k == op else -0.5 for k in keys]))
@@ -222,7 +209,7 @@ def test_differentiable_export_is_the_argmax(op: str, w: int) -> None:
 
 def test_alphas_are_shared_by_label() -> None:
     # Every module using `w` must read one alpha, or their exports could disagree.
-    net = _build(LayerChoiceSpace(), "differentiable")
+    net = build(LayerChoiceSpace(), "differentiable")
     owners = [m for _, m in net.named_modules()
               if isinstance(m, se.BaseSuperNetModule) and "w" in getattr(m, "_alpha_labels", ())]
     assert len(owners) >= 4
@@ -231,7 +218,7 @@ def test_alphas_are_shared_by_label() -> None:
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_export_probs(strategy: str) -> None:
-    net = _build(LayerChoiceSpace(), strategy)
+    net = build(LayerChoiceSpace(), strategy)
     alpha = torch.tensor([2.0, 0.0, -1.0])
     if strategy == "differentiable":
         with torch.no_grad():
@@ -248,7 +235,7 @@ def test_export_probs(strategy: str) -> None:
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_sample_arch_is_deterministic_and_valid(strategy: str) -> None:
-    net = _build(CompositeSpace(), strategy)
+    net = build(CompositeSpace(), strategy)
     archs = [se.sample_arch(net, seed) for seed in range(12)]
     assert archs == [se.sample_arch(net, seed) for seed in range(12)]
     assert len({str(a) for a in archs}) > 1, "different seeds should give different archs"
@@ -257,7 +244,7 @@ def test_sample_arch_is_deterministic_and_valid(strategy: str) -> None:
 
 
 def test_sampling_export_is_the_last_sample() -> None:
-    net = _build(CompositeSpace(), "sampling")
+    net = build(CompositeSpace(), "sampling")
     for seed in range(5):
         arch = se.sample_arch(net, seed)
         assert se.freeze(net) == arch
@@ -265,7 +252,7 @@ def test_sampling_export_is_the_last_sample() -> None:
 
 
 def test_sampling_export_is_the_last_sample_for_attribute_expressions() -> None:
-    net = _build(AttrExprSpace(), "sampling")
+    net = build(AttrExprSpace(), "sampling")
     for seed in range(8):
         arch = se.sample_arch(net, seed)
         assert net.mix.groups == arch["a"] * arch["b"]
@@ -311,10 +298,10 @@ class AttrExprSpace(nn.Module):
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_choice_attribute_becomes_its_value(strategy: str) -> None:
-    net = _build(AttrSpace(), strategy)
+    net = build(AttrSpace(), strategy)
     assert se.search_space(net)["heads"].candidates == (1, 2, 4)
     x = torch.randn(3, 5, 6, generator=torch.Generator().manual_seed(0))
-    for arch in _every_arch(net):
+    for arch in every_arch(se.search_space(net)):
         plain = assert_plain_contract(net, arch, x)
         assert type(plain.shuffle.heads) is int and plain.shuffle.heads == arch["heads"]
         assert "_se_choice_attrs" not in vars(plain.shuffle)
@@ -328,7 +315,7 @@ def test_choice_attribute_becomes_its_value(strategy: str) -> None:
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_choice_attribute_follows_fixed_arch(strategy: str) -> None:
-    net = _build(AttrSpace(), strategy)
+    net = build(AttrSpace(), strategy)
     before = net.shuffle.heads
     for heads in (1, 2, 4):
         with se.fixed_arch(net, {"dim": 16, "heads": heads}):
@@ -337,7 +324,7 @@ def test_choice_attribute_follows_fixed_arch(strategy: str) -> None:
 
 
 def test_choice_attribute_expression_in_plain_model() -> None:
-    net = _build(AttrExprSpace(), "sampling")
-    for arch in _every_arch(net):
+    net = build(AttrExprSpace(), "sampling")
+    for arch in every_arch(se.search_space(net)):
         plain = assert_plain_contract(net, arch, torch.randn(2, 4))
         assert plain.mix.groups == arch["a"] * arch["b"]

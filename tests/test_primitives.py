@@ -7,29 +7,14 @@ a small space, and its plain model's parameter count against a hand count.
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
-from spaces import STRATEGIES, assert_plain_contract, count_params, randomise
+from spaces import STRATEGIES, assert_plain_contract, build, count_params, every_arch
 from torch import nn
 
 import subnet_export as se
 
 W = se.Choice([4, 8], label="w")
-
-
-def _build(space: nn.Module, strategy: str) -> nn.Module:
-    torch.manual_seed(0)
-    net = se.to_supernet(space, strategy=strategy).eval()
-    randomise(net)
-    return net
-
-
-def _every_arch(net: nn.Module) -> list[dict]:
-    specs = se.search_space(net)
-    return [dict(zip(specs, combo)) for combo in itertools.product(*(s.values() for s in
-                                                                     specs.values()))]
 
 
 def _x(c: int = 3, size: int = 6) -> torch.Tensor:
@@ -71,11 +56,11 @@ def _tokens(batch: int = 2) -> torch.Tensor:
 
 @pytest.mark.parametrize("strategy", STRATEGIES)
 def test_parameter(strategy: str) -> None:
-    net = _build(TokenSpace(), strategy)
+    net = build(TokenSpace(), strategy, weights=True)
     assert type(net.cls_token).__name__ == "ElasticParameter"
     specs = se.search_space(net)
     assert list(specs) == ["w", "r"] and specs["r"].kind == "value"
-    archs = _every_arch(net)
+    archs = every_arch(se.search_space(net))
     assert len(archs) == 4
     for arch in archs:
         plain = assert_plain_contract(net, arch, _tokens())
@@ -92,7 +77,7 @@ def test_parameter(strategy: str) -> None:
 
 
 def test_parameter_differentiable_mixture_runs_at_full_size() -> None:
-    net = _build(TokenSpace(), "differentiable")
+    net = build(TokenSpace(), "differentiable", weights=True)
     assert net(_tokens()).shape == (2, TOKENS + 1, 3)
     with torch.no_grad():
         _alpha(net, "w").copy_(torch.tensor([-1.0, 1.0]))
@@ -161,10 +146,10 @@ def _edge_params(arch: dict) -> dict[int, int]:
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("n_chosen", [1, 2, 3])
 def test_edge_choice(strategy: str, n_chosen: int) -> None:
-    net = _build(EdgeSpace(n_chosen), strategy)
+    net = build(EdgeSpace(n_chosen), strategy, weights=True)
     spec = se.search_space(net)["node"]
     assert spec.kind == "input" and spec.n_chosen == n_chosen and spec.candidates == (0, 1, 2)
-    for arch in _every_arch(net):
+    for arch in every_arch(se.search_space(net)):
         plain = assert_plain_contract(net, arch, _x())
         w, chosen = arch["w"], arch["node"]
         assert type(plain.node) is se.ChosenEdges
@@ -181,7 +166,7 @@ def test_edge_choice(strategy: str, n_chosen: int) -> None:
 
 def test_edge_choice_zero_edges_leave_no_op() -> None:
     # A chosen edge whose op is the zero op adds nothing: the plain node skips it.
-    net = _build(EdgeSpace(2), "sampling")
+    net = build(EdgeSpace(2), "sampling", weights=True)
     arch = {"w": 4, "e1": "none", "node": [1, 2]}
     plain = assert_plain_contract(net, arch, _x())
     assert type(plain.node.ops[0]) is se.Zero
@@ -190,7 +175,7 @@ def test_edge_choice_zero_edges_leave_no_op() -> None:
 
 
 def test_edge_choice_differentiable_export_is_the_top_k() -> None:
-    net = _build(EdgeSpace(2), "differentiable")
+    net = build(EdgeSpace(2), "differentiable", weights=True)
     for weights in ([0.3, -1.0, 0.9], [-0.2, 0.4, 0.1], [2.0, 1.0, -3.0]):
         with torch.no_grad():
             _alpha(net, "node").copy_(torch.tensor(weights))
@@ -201,7 +186,7 @@ def test_edge_choice_differentiable_export_is_the_top_k() -> None:
 
 
 def test_edge_choice_differentiable_forward_is_the_softmax_mixture() -> None:
-    net = _build(EdgeSpace(1), "differentiable")
+    net = build(EdgeSpace(1), "differentiable", weights=True)
     with torch.no_grad():
         _alpha(net, "node").copy_(torch.tensor([0.5, -0.25, 1.0]))
     s = net.stem(_x())
@@ -255,11 +240,11 @@ class VanishingStage(nn.Module):
 @pytest.mark.parametrize("strategy", STRATEGIES)
 @pytest.mark.parametrize("head_first", [False, True])
 def test_depth_label_read_in_an_expression(strategy: str, head_first: bool) -> None:
-    net = _build(VanishingStage(head_first), strategy)
+    net = build(VanishingStage(head_first), strategy, weights=True)
     specs = se.search_space(net)
     assert specs["d"] == se.ParameterSpec("d", "depth", (0, 1, 2))
     assert list(specs) == ["d", "w"]  # first use in module order, whichever kind it is
-    for arch in _every_arch(net):
+    for arch in every_arch(se.search_space(net)):
         plain = assert_plain_contract(net, arch, _x())
         d, w = arch["d"], arch["w"]
         assert len(plain.stage) == d and plain.scale == 1.0 + 0.5 * d
@@ -270,7 +255,7 @@ def test_depth_label_read_in_an_expression(strategy: str, head_first: bool) -> N
 
 
 def test_depth_label_shares_its_architecture_weights_with_the_value_use() -> None:
-    net = _build(VanishingStage(), "differentiable")
+    net = build(VanishingStage(), "differentiable", weights=True)
     users = [m for m in net.modules() if "d" in getattr(m, "_alpha_labels", ())]
     assert len(users) == 2 and users[0].alpha("d") is users[1].alpha("d")
     with torch.no_grad():
