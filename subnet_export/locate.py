@@ -11,6 +11,7 @@ outputs of an in-memory copy, run once through onnxruntime and compared in torch
 from __future__ import annotations
 
 import ast
+import copy
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,6 +23,7 @@ import torch
 from torch import nn
 
 from .parity import OutputComparison, Tolerance
+from .rule import describe_failure, noise_check, tolerance_for
 
 __all__ = ["Divergence", "locate_divergence", "locate_torch_divergence", "module_scopes"]
 
@@ -136,6 +138,43 @@ def _boundaries(model: onnx.ModelProto, modules: Sequence[str]) -> dict[str, lis
     return result
 
 
+def _diverges(cand: np.ndarray, ref: np.ndarray, orc: np.ndarray | None,
+              tolerance: Tolerance) -> tuple[str, float, int] | None:
+    """Why one module output diverges, its max abs error and NaN/Inf count; None when it agrees.
+
+    The same rules as the verdict, on one tensor: NaN/Inf, the elementwise bound when the
+    tolerance sets one, and the noise rule against this module's own float64 output.
+    """
+    cmp = OutputComparison.from_arrays("", "", cand, ref, tolerance)
+    bad = cmp.nan_count + cmp.inf_count + cmp.ref_nonfinite
+    if bad:
+        return f"{bad} NaN/Inf in its output", cmp.max_abs_error, bad
+    if not cmp.passed:
+        return cmp.reason, cmp.max_abs_error, 0
+    if tolerance.noise_factor is not None:
+        check = noise_check("", [cand], [ref], None if orc is None else [orc],
+                            tolerance.noise_factor)
+        if not check.passed:
+            return (f"{describe_failure(check)}, max abs {cmp.max_abs_error:.3g}",
+                    cmp.max_abs_error, 0)
+    return None
+
+
+def _float64(inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    return [t.double() if t.is_floating_point() else t for t in inputs]
+
+
+def _capture_float64(plain: nn.Module, oracle: nn.Module | None, inputs: Sequence[torch.Tensor],
+                     tolerance: Tolerance) -> dict[str, list[torch.Tensor]]:
+    if tolerance.noise_factor is None:
+        return {}
+    try:
+        model = copy.deepcopy(plain).double() if oracle is None else oracle
+        return _capture(model.eval(), _float64(inputs))
+    except Exception:  # noqa: BLE001 - no float64 run: the noise rule keeps its strict floor
+        return {}
+
+
 def locate_divergence(
     plain: nn.Module,
     onnx_path: str | Path,
@@ -143,6 +182,7 @@ def locate_divergence(
     *,
     tolerance: Tolerance,
     module_labels: Mapping[str, Sequence[str]] | None = None,
+    oracle: nn.Module | None = None,
 ) -> Divergence | None:
     """Find the first module (in execution order) whose ONNX output differs from torch's.
 
@@ -150,9 +190,12 @@ def locate_divergence(
         plain: the plain torch model the ONNX file was exported from.
         onnx_path: the ONNX file (external data is loaded from beside it).
         inputs: one input set, in graph input order.
-        tolerance: the elementwise tolerance a module output must meet.
+        tolerance: the rule a module output must meet (see ``rule.py``); one that sets no rule
+            is the default noise rule.
         module_labels: optional ``{module path: [supernet labels]}`` to report which choices
             selected the diverging module (``se.module_labels(supernet, arch)``).
+        oracle: ``plain`` in float64, whose module outputs are the noise rule's oracle; None
+            makes one (a copy of ``plain``).
 
     Returns:
         The :class:`Divergence`, a Divergence with ``module=None`` when nothing can be blamed,
@@ -161,7 +204,9 @@ def locate_divergence(
     import onnxruntime as ort
 
     plain.eval()
+    tolerance = tolerance_for("ort-cpu", tolerance)
     captured = _capture(plain, inputs)
+    captured64 = _capture_float64(plain, oracle, inputs, tolerance)
     model = onnx.load(str(onnx_path), load_external_data=True)
     bounds = _boundaries(model, list(captured))
     known = {o.name for o in model.graph.output}
@@ -189,16 +234,15 @@ def locate_divergence(
             unmapped.append(path)
             continue
         checked += 1
-        for tensor_name, torch_out, onnx_out in pairs:
-            cmp = OutputComparison.from_arrays(tensor_name, "", onnx_out, torch_out, tolerance)
-            if not cmp.passed:
-                bad = cmp.nan_count + cmp.inf_count + cmp.ref_nonfinite
-                why = (f"{bad} NaN/Inf in its output" if bad else
-                       f"max abs error {cmp.max_abs_error:.3g} over atol={tolerance.atol:g} "
-                       f"rtol={tolerance.rtol:g}")
+        ours64 = captured64.get(path, [])
+        for index, tensor_name, torch_out, onnx_out in pairs:
+            orc = ours64[index].numpy() if index < len(ours64) else None
+            found = _diverges(onnx_out, torch_out, orc, tolerance)
+            if found is not None:
+                why, max_abs, bad = found
                 return Divergence(module=path, reason=f"{why} (ONNX value {tensor_name!r})",
                                   labels=_labels(path, module_labels), tensor=tensor_name,
-                                  max_abs_error=cmp.max_abs_error, nan_count=bad,
+                                  max_abs_error=max_abs, nan_count=bad,
                                   checked=checked, unmapped=unmapped)
     if not checked:
         return Divergence(module=None, unmapped=unmapped,
@@ -213,42 +257,48 @@ def locate_torch_divergence(
     *,
     tolerance: Tolerance,
     module_labels: Mapping[str, Sequence[str]] | None = None,
+    oracle: nn.Module | None = None,
 ) -> Divergence | None:
     """Find the first module whose plain output differs from the same path in ``reference``.
 
     Used when the plain torch model itself disagrees with the supernet path: modules are paired
     by path (the plain model keeps the supernet's module paths), and only same-shaped outputs
-    are compared. Call it with the supernet's arch already fixed.
+    are compared. Call it with the supernet's arch already fixed (on ``oracle`` too).
 
     Args:
         reference: the supernet (inside ``fixed_arch``) or any model with the same paths.
         plain: the plain model.
         inputs: one input set.
-        tolerance: the elementwise tolerance.
+        tolerance: the rule a module output must meet; one that sets no rule is the default.
         module_labels: optional ``{module path: [labels]}``.
+        oracle: ``reference`` in float64 (arch fixed), the noise rule's oracle; without it only
+            the one-rounding floor is allowed.
 
     Returns:
         The :class:`Divergence`, or None when every paired module agrees.
     """
     plain.eval()
     reference.eval()
+    tolerance = tolerance_for("torch-cpu", tolerance)
     ref_out = _capture(reference, inputs)
+    ref64 = {} if oracle is None else _capture(oracle.eval(), _float64(inputs))
     checked = 0
     unmapped: list[str] = []
     for path, tensors in _capture(plain, inputs).items():
-        theirs = ref_out.get(path, [])
-        pairs = [(a, b) for a, b in zip(tensors, theirs) if a.shape == b.shape]
+        theirs, theirs64 = ref_out.get(path, []), ref64.get(path, [])
+        pairs = [(k, a, b) for k, (a, b) in enumerate(zip(tensors, theirs)) if a.shape == b.shape]
         if not pairs:
             unmapped.append(path)
             continue
         checked += 1
-        for mine, ref in pairs:
-            cmp = OutputComparison.from_arrays(path, "", mine.numpy(), ref.numpy(), tolerance)
-            if not cmp.passed:
+        for k, mine, ref in pairs:
+            orc = theirs64[k].numpy() if k < len(theirs64) else None
+            found = _diverges(mine.numpy(), ref.numpy(), orc, tolerance)
+            if found is not None:
+                why, max_abs, bad = found
                 return Divergence(module=path, reason=f"plain model differs from the supernet "
-                                  f"path: {cmp.reason}", labels=_labels(path, module_labels),
-                                  max_abs_error=cmp.max_abs_error,
-                                  nan_count=cmp.nan_count + cmp.inf_count, checked=checked,
+                                  f"path: {why}", labels=_labels(path, module_labels),
+                                  max_abs_error=max_abs, nan_count=bad, checked=checked,
                                   unmapped=unmapped)
     if not checked:
         return Divergence(module=None, unmapped=unmapped,
@@ -257,14 +307,14 @@ def locate_torch_divergence(
 
 
 def _match(tensors: list[torch.Tensor], values: list[tuple[str, np.ndarray]]
-           ) -> list[tuple[str, np.ndarray, np.ndarray]]:
+           ) -> list[tuple[int, str, np.ndarray, np.ndarray]]:
     """Pair each torch output with the last same-shaped boundary value (the module's result)."""
     pairs = []
-    for t in tensors:
+    for k, t in enumerate(tensors):
         ref = t.cpu().numpy()
         same = [(n, v) for n, v in values if v.shape == ref.shape and v.dtype == ref.dtype]
         if same:
-            pairs.append((same[-1][0], ref, same[-1][1]))
+            pairs.append((k, same[-1][0], ref, same[-1][1]))
     return pairs
 
 

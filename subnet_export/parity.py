@@ -1,68 +1,48 @@
 """Parity results: one comparison per output, input set and backend, and the report built from them.
 
-The verdict is elementwise ``|candidate - reference| <= atol + rtol * |reference|`` plus shape and
-dtype equality and no NaN/Inf; everything else in a comparison explains the verdict. The JSON
-schema and the default tolerances are documented in docs/parity.md.
+A backend passes when every output passes the rule of ``rule.py`` (its error against the float64
+oracle within a factor of the float32 noise floor, pooled over the input sets; or an explicit
+elementwise ``atol``/``rtol``), and every comparison has the reference's shape and dtype and no
+NaN/Inf. The per-set figures explain the verdict. The JSON schema is in docs/parity.md.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+import math
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from .rule import (
+    DEFAULT_NOISE_FACTOR,
+    DEFAULT_NOISE_FACTORS,
+    UNIT_ROUNDOFF,
+    NoiseCheck,
+    Tolerance,
+    describe_failure,
+    noise_check,
+    tolerance_for,
+)
+
 if TYPE_CHECKING:
     from .locate import Divergence
 
 __all__ = [
-    "DEFAULT_TOLERANCES",
+    "DEFAULT_NOISE_FACTOR",
+    "DEFAULT_NOISE_FACTORS",
     "SCHEMA_VERSION",
     "BackendResult",
+    "NoiseCheck",
     "OutputComparison",
     "ParityReport",
+    "SetArrays",
     "Tolerance",
     "tolerance_for",
 ]
 
-SCHEMA_VERSION = 1
-
-
-@dataclass(frozen=True)
-class Tolerance:
-    """Elementwise tolerance: ``|d| <= atol + rtol * |reference| + rounding``.
-
-    ``rounding`` is ``rounding_slack * |reference - oracle|``: the reference's own float32
-    rounding error at that element, measured against the float64 oracle (0 without an oracle).
-    A backend is not blamed for disagreeing with the reference by what the reference itself got
-    wrong; with the default slack of 2, a backend exactly as accurate as the reference passes.
-    ``rounding_slack=0`` gives the plain ``atol + rtol * |reference|`` rule.
-    """
-
-    atol: float = 1e-5
-    rtol: float = 1e-4
-    rounding_slack: float = 2.0
-
-
-# float32 defaults, per backend; see docs/parity.md for why GPU backends get more room
-DEFAULT_TOLERANCES: dict[str, Tolerance] = {
-    "torch-cpu": Tolerance(1e-5, 1e-4),
-    "ort-cpu": Tolerance(1e-5, 1e-4),
-    "torch-cuda": Tolerance(1e-4, 1e-3),
-    "ort-cuda": Tolerance(1e-4, 1e-3),
-}
-
-
-def tolerance_for(backend: str,
-                  tolerances: Tolerance | Mapping[str, Tolerance] | None) -> Tolerance:
-    """The tolerance a backend is judged by: one for all, a per-backend map, or the default."""
-    if isinstance(tolerances, Tolerance):
-        return tolerances
-    if tolerances and backend in tolerances:
-        return tolerances[backend]
-    return DEFAULT_TOLERANCES.get(backend, Tolerance())
+SCHEMA_VERSION = 2
 
 
 @dataclass(frozen=True)
@@ -71,9 +51,11 @@ class OutputComparison:
 
     Errors are over finite elements only; ``nan_count``/``inf_count`` count the candidate's
     non-finite elements (``ref_nonfinite`` the reference's), and any of them fails the check.
-    ``oracle_max_abs_error`` is the float64 oracle against the reference: the part of the error
-    that float32 rounding alone explains. ``min_passing_atol`` is the smallest atol that would
-    have passed with the same rtol.
+    ``noise`` is ``||reference - oracle||_2`` on this set, ``oracle_error`` is
+    ``||candidate - oracle||_2`` and ``noise_ratio`` their quotient over the one-rounding floor
+    (the verdict pools them over all sets: ``BackendResult.noise``). ``min_passing_atol`` is the
+    smallest atol that would have passed elementwise with the tolerance's rtol (0 when unset).
+    ``passed`` covers shape, dtype, NaN/Inf and, when the tolerance sets one, the elementwise rule.
     """
 
     output: str
@@ -90,8 +72,9 @@ class OutputComparison:
     ref_nonfinite: int
     argmax_agreement: float | None
     min_passing_atol: float
-    oracle_max_abs_error: float | None
-    oracle_vs_candidate_max_abs_error: float | None
+    noise: float | None
+    oracle_error: float | None
+    noise_ratio: float | None
     passed: bool
     reason: str = ""
 
@@ -113,7 +96,7 @@ class OutputComparison:
             inputs: label of the input set (e.g. ``random-b8``).
             candidate: the backend's output.
             reference: the reference output.
-            tolerance: the verdict's atol and rtol.
+            tolerance: the elementwise rule, when it sets ``atol``/``rtol``.
             oracle: the float64 oracle's output, when computed.
 
         Returns:
@@ -129,10 +112,10 @@ class OutputComparison:
             ref_nonfinite=int((~np.isfinite(ref)).sum()) if ref.dtype.kind in "fc" else 0,
         )
         if cand.shape != ref.shape or cand.dtype != ref.dtype:
-            return cls(**base, max_abs_error=float("inf"), max_rel_error=float("inf"),
-                       rel_l2_error=float("inf"), argmax_agreement=None,
-                       min_passing_atol=float("inf"), oracle_max_abs_error=None,
-                       oracle_vs_candidate_max_abs_error=None, passed=False,
+            return cls(**base, max_abs_error=math.inf, max_rel_error=math.inf,
+                       rel_l2_error=math.inf, argmax_agreement=None,
+                       min_passing_atol=math.inf, noise=None, oracle_error=None,
+                       noise_ratio=None, passed=False,
                        reason=f"shape/dtype {list(cand.shape)} {cand.dtype} != reference "
                        f"{list(ref.shape)} {ref.dtype}")
         c64, r64 = cand.astype(np.float64), ref.astype(np.float64)
@@ -144,35 +127,28 @@ class OutputComparison:
         floor = max(float(mag.max(initial=0.0)) * 1e-6, 1e-30)
         max_rel = float((diff / np.maximum(mag, floor)).max(initial=0.0))
         rel_l2 = float(np.linalg.norm(diff) / max(float(np.linalg.norm(mag)), 1e-30))
-        o_ref = o_cand = None
-        rounding = 0.0
+        noise = oracle_error = ratio = None
         if oracle is not None and np.shape(oracle) == ref.shape:
             o64 = np.asarray(oracle, dtype=np.float64)
-            o_ref = _max_abs(o64, r64)
-            o_cand = _max_abs(o64, c64)
             ok = finite & np.isfinite(o64)
-            rounding = tolerance.rounding_slack * np.abs(
-                np.where(ok, r64, 0.0) - np.where(ok, o64, 0.0))
-        min_atol = float(np.maximum(diff - tolerance.rtol * mag - rounding, 0.0).max(initial=0.0))
+            noise = float(np.linalg.norm(np.where(ok, r64, 0.0) - np.where(ok, o64, 0.0)))
+            oracle_error = float(np.linalg.norm(np.where(ok, c64, 0.0) - np.where(ok, o64, 0.0)))
+            unit = max(noise, UNIT_ROUNDOFF * float(np.linalg.norm(np.where(ok, o64, 0.0))))
+            ratio = oracle_error / unit if unit > 0 else (0.0 if oracle_error == 0 else math.inf)
+        atol, rtol = tolerance.bound
+        min_atol = float(np.maximum(diff - rtol * mag, 0.0).max(initial=0.0))
         nonfinite = base["nan_count"] + base["inf_count"] + base["ref_nonfinite"]
         reasons = []
         if nonfinite:
             reasons.append(f"{base['nan_count']} NaN and {base['inf_count']} Inf in the output, "
                            f"{base['ref_nonfinite']} NaN/Inf in the reference")
-        if min_atol > tolerance.atol:
-            reasons.append(f"max abs error {float(diff.max()):.3g} over atol={tolerance.atol:g} "
-                           f"rtol={tolerance.rtol:g} (and the reference's own float32 rounding "
-                           f"x{tolerance.rounding_slack:g})")
+        if tolerance.elementwise and min_atol > atol:
+            reasons.append(f"max abs error {float(diff.max()):.3g} over atol={atol:g} "
+                           f"rtol={rtol:g}")
         return cls(**base, max_abs_error=float(diff.max(initial=0.0)), max_rel_error=max_rel,
                    rel_l2_error=rel_l2, argmax_agreement=_argmax_agreement(c64, r64),
-                   min_passing_atol=min_atol, oracle_max_abs_error=o_ref,
-                   oracle_vs_candidate_max_abs_error=o_cand, passed=not reasons,
-                   reason="; ".join(reasons))
-
-
-def _max_abs(a: np.ndarray, b: np.ndarray) -> float:
-    finite = np.isfinite(a) & np.isfinite(b)
-    return float(np.abs(np.where(finite, a, 0.0) - np.where(finite, b, 0.0)).max(initial=0.0))
+                   min_passing_atol=min_atol, noise=noise, oracle_error=oracle_error,
+                   noise_ratio=ratio, passed=not reasons, reason="; ".join(reasons))
 
 
 def _argmax_agreement(cand: np.ndarray, ref: np.ndarray) -> float | None:
@@ -184,11 +160,13 @@ def _argmax_agreement(cand: np.ndarray, ref: np.ndarray) -> float | None:
 
 @dataclass(frozen=True)
 class BackendResult:
-    """One candidate backend: its status, what it really ran on, and its comparisons.
+    """One candidate backend: its status, what it really ran on, and its checks.
 
     ``status`` is ``passed``, ``failed`` or ``skipped`` (``reason`` says why it was skipped or
-    failed). ``providers`` is what onnxruntime's session really used (``get_providers()``);
-    ``tf32`` records the TF32 switches in force during the run (None on CPU).
+    failed). ``comparisons`` are per output and input set; ``noise`` holds the noise rule per
+    output, pooled over the input sets (empty when the tolerance is elementwise only).
+    ``providers`` is what onnxruntime's session really used (``get_providers()``); ``tf32``
+    records the TF32 switches in force during the run (None on CPU).
     """
 
     name: str
@@ -198,21 +176,68 @@ class BackendResult:
     providers: list[str] = field(default_factory=list)
     tf32: dict[str, bool] | None = None
     comparisons: list[OutputComparison] = field(default_factory=list)
+    noise: list[NoiseCheck] = field(default_factory=list)
 
     @classmethod
-    def from_comparisons(cls, name: str, tolerance: Tolerance,
-                         comparisons: list[OutputComparison], **extra: Any) -> BackendResult:
-        """A ran backend: passed exactly when every comparison passed."""
-        failed = [c for c in comparisons if not c.passed]
-        reason = f"{failed[0].output} on {failed[0].inputs}: {failed[0].reason}" if failed else ""
-        return cls(name=name, status="failed" if failed or not comparisons else "passed",
-                   tolerance=tolerance, reason=reason or ("" if comparisons else "no comparison"),
-                   comparisons=comparisons, **extra)
+    def judge(cls, name: str, tolerance: Tolerance, set_labels: list[str],
+              candidates: list[list[np.ndarray]], references: list[list[np.ndarray]],
+              oracles: list[list[np.ndarray]] | None, output_names: list[str],
+              **extra: Any) -> BackendResult:
+        """Compare a backend's outputs on every input set and pass the verdict.
+
+        Args:
+            name: the backend.
+            tolerance: its tolerance (``tolerance_for``).
+            set_labels: one label per input set.
+            candidates: per input set, the backend's outputs in order.
+            references: per input set, the reference's outputs.
+            oracles: per input set, the float64 oracle's outputs; None when there is none.
+            output_names: the output names (positions past the end are named by index).
+            **extra: ``providers``, ``tf32``.
+
+        Returns:
+            The result; ``failed`` with the first reason when any check failed.
+        """
+        for got, ref in zip(candidates, references, strict=True):
+            if len(got) != len(ref):
+                return cls(name=name, status="failed", tolerance=tolerance,
+                           reason=f"{len(got)} outputs, reference has {len(ref)}", **extra)
+        names = [output_names[k] if k < len(output_names) else str(k)
+                 for k in range(len(references[0]) if references else 0)]
+        comparisons = [
+            OutputComparison.from_arrays(names[k], label, got[k], ref[k], tolerance,
+                                         oracle=None if oracles is None else oracles[i][k])
+            for i, (label, got, ref) in enumerate(zip(set_labels, candidates, references))
+            for k in range(len(ref))
+        ]
+        noise = [] if tolerance.noise_factor is None else [
+            noise_check(names[k], [got[k] for got in candidates], [ref[k] for ref in references],
+                        None if oracles is None else [orc[k] for orc in oracles],
+                        tolerance.noise_factor)
+            for k in range(len(names))
+        ]
+        reasons = [f"{c.output} on {c.inputs}: {c.reason}" for c in comparisons if not c.passed]
+        reasons += [f"{n.output}: {describe_failure(n)}" for n in noise if not n.passed]
+        if not comparisons:
+            reasons.append("no comparison")
+        return cls(name=name, status="failed" if reasons else "passed", tolerance=tolerance,
+                   reason=reasons[0] if reasons else "", comparisons=comparisons, noise=noise,
+                   **extra)
 
     @classmethod
     def skipped(cls, name: str, tolerance: Tolerance, reason: str, **extra: Any) -> BackendResult:
         """A backend that could not run here, with the reason."""
         return cls(name=name, status="skipped", tolerance=tolerance, reason=reason, **extra)
+
+
+@dataclass(frozen=True)
+class SetArrays:
+    """One input set's arrays from a validation run: inputs, reference and oracle outputs."""
+
+    label: str
+    inputs: tuple[Any, ...]
+    reference: list[np.ndarray]
+    oracle: list[np.ndarray] | None
 
 
 @dataclass
@@ -221,14 +246,18 @@ class ParityReport:
 
     ``passed`` is True when no backend failed and at least one onnxruntime backend passed, since
     the point is that the ONNX file computes what the supernet does. ``exit_code`` is 0 or 1.
+    ``oracle`` says what the float64 oracle was (``supernet-float64`` or ``plain-float64``, the
+    reference run in float64), or why there was none (``none: ...``).
     """
 
     reference: str
     backends: list[BackendResult]
     inputs: list[dict[str, Any]]
+    oracle: str = ""
     divergence: Divergence | None = None
     tool_version: str = ""
     schema_version: int = SCHEMA_VERSION
+    arrays: list[SetArrays] = field(default_factory=list, repr=False, compare=False)
 
     @property
     def passed(self) -> bool:
@@ -240,6 +269,11 @@ class ParityReport:
     def exit_code(self) -> int:
         """0 when the report passed, 1 otherwise."""
         return 0 if self.passed else 1
+
+    @property
+    def oracle_ran(self) -> bool:
+        """Whether a float64 oracle was computed (the noise rule had its noise floor)."""
+        return not self.oracle.startswith("none")
 
     def backend(self, name: str) -> BackendResult:
         """The result of one backend by name; KeyError when it is not in the report."""
@@ -255,6 +289,7 @@ class ParityReport:
             "tool_version": self.tool_version,
             "passed": self.passed,
             "reference": self.reference,
+            "oracle": self.oracle,
             "inputs": self.inputs,
             "backends": [asdict(b) for b in self.backends],
             "divergence": None if self.divergence is None else self.divergence.to_dict(),
@@ -280,34 +315,42 @@ class ParityReport:
         backends = [
             BackendResult(**{**b, "tolerance": Tolerance(**b["tolerance"]),
                              "comparisons": [OutputComparison(**_decode(c))
-                                             for c in b["comparisons"]]})
+                                             for c in b["comparisons"]],
+                             "noise": [NoiseCheck(**_decode(n)) for n in b.get("noise", [])]})
             for b in data["backends"]
         ]
         div = data.get("divergence")
         return cls(reference=data["reference"], backends=backends, inputs=data["inputs"],
+                   oracle=data.get("oracle", ""),
                    divergence=None if div is None else Divergence.from_dict(div),
                    tool_version=data.get("tool_version", ""),
                    schema_version=data["schema_version"])
 
     def format_table(self) -> str:
-        """A short human table: one row per backend and output, worst input set shown."""
-        rows = [("backend", "status", "output", "max abs", "max rel", "min atol", "oracle", "note")]
+        """A short human table: one row per backend and output, the worst input set's figures."""
+        rows = [("backend", "status", "output", "max abs", "error/noise", "rule", "note")]
         for b in self.backends:
             if not b.comparisons:
-                rows.append((b.name, b.status, "-", "-", "-", "-", "-", b.reason))
+                rows.append((b.name, b.status, "-", "-", "-", b.tolerance.describe(), b.reason))
                 continue
+            noise = {n.output: n for n in b.noise}
             for name in dict.fromkeys(c.output for c in b.comparisons):
-                worst = max((c for c in b.comparisons if c.output == name),
-                            key=lambda c: (not c.passed, c.min_passing_atol))
-                rows.append((b.name, "passed" if worst.passed else "FAILED", name,
-                             f"{worst.max_abs_error:.2e}", f"{worst.max_rel_error:.2e}",
-                             f"{worst.min_passing_atol:.2e}",
-                             "-" if worst.oracle_max_abs_error is None
-                             else f"{worst.oracle_max_abs_error:.2e}", worst.reason))
+                mine = [c for c in b.comparisons if c.output == name]
+                check = noise.get(name)
+                notes = [f"{c.inputs}: {c.reason}" for c in mine if not c.passed]
+                if check is not None and not check.passed:
+                    notes.insert(0, f"over x{check.factor:g}")
+                rows.append((b.name, "FAILED" if notes else "passed", name,
+                             f"{max(c.max_abs_error for c in mine):.2e}",
+                             "-" if check is None else f"{check.ratio:.2f}",
+                             b.tolerance.describe(), "; ".join(notes)))
         widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
         lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)) + "  " + r[-1] for r in rows]
+        lines.append("error/noise: the backend's error against the float64 oracle in units of the "
+                     "float32 reference's own error")
         verdict = "PASSED" if self.passed else "FAILED"
-        lines.append(f"parity {verdict} (reference: {self.reference})")
+        oracle = f", oracle: {self.oracle}" if self.oracle else ""
+        lines.append(f"parity {verdict} (reference: {self.reference}{oracle})")
         if self.divergence is not None:
             lines.append(self.divergence.describe())
         return "\n".join(line.rstrip() for line in lines)

@@ -2,16 +2,17 @@
 
 Reference: the supernet with the arch fixed (or the plain model when no supernet is given).
 Candidates: plain torch on CPU, onnxruntime CPU, and, where CUDA is there, plain torch on CUDA and
-onnxruntime CUDA, both with TF32 off. A float64 copy of the plain model on CPU (the oracle) says
-how much of each error float32 rounding alone explains. See docs/parity.md.
+onnxruntime CUDA, both with TF32 off. Oracle: a float64 copy of the reference, run on CPU on the
+same inputs; its distance to the float32 reference is the noise floor every candidate's error is
+counted in (``rule.py``). See docs/parity.md.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-import dataclasses
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,9 +21,11 @@ import onnx
 import torch
 from torch import nn
 
+from .arch import fixed_arch
 from .errors import InputError
 from .inputs import InputSet, make_inputs
-from .parity import BackendResult, OutputComparison, ParityReport, Tolerance, tolerance_for
+from .materialization import module_labels as module_labels_of
+from .parity import BackendResult, ParityReport, SetArrays, Tolerance, tolerance_for
 
 __all__ = ["DEFAULT_PROVIDERS", "InputSet", "make_inputs", "validate"]
 
@@ -87,7 +90,8 @@ def validate(
         seed: seed of the random inputs.
         samples: user samples (``.npz`` or mapping), validated as one more input set.
         tolerances: one :class:`Tolerance` for all backends, a ``{backend: Tolerance}`` map, or
-            None for the float32 defaults (``parity.DEFAULT_TOLERANCES``).
+            None for the noise rule with each backend's default factor
+            (``rule.DEFAULT_NOISE_FACTORS``); an ``atol``/``rtol`` is applied elementwise.
         providers: onnxruntime providers to try (default CPU and CUDA); each is a backend
             ``ort-<name>``, reported skipped with the reason when it cannot run here.
         locate: on a failure, name the first diverging module (``report.divergence``).
@@ -96,7 +100,8 @@ def validate(
         tf32: allow TF32 on the CUDA backends (off by default; the report records it).
 
     Returns:
-        The :class:`ParityReport`; ``report.passed`` is the verdict.
+        The :class:`ParityReport`; ``report.passed`` is the verdict. ``report.arrays`` holds the
+        inputs, reference and oracle outputs of every input set (not serialized).
 
     Raises:
         InputError: the ONNX file or the samples cannot be read.
@@ -114,88 +119,88 @@ def validate(
                        input_names=in_names)
     plain.eval()
     refs = [_reference(supernet, arch, plain, s.tensors) for s in sets]
-    oracle = copy.deepcopy(plain).to("cpu").double().eval()
-    oracles = [_run_torch(oracle, s.tensors, dtype=torch.float64) for s in sets]
+    oracle = _Oracle.build(supernet, arch, plain, sets)
+    labels = [s.label for s in sets]
 
-    # The oracle is the plain model in float64. It measures the reference's float32 rounding
-    # only when the plain model computes what the reference computes, which torch-cpu checks
-    # first under the strict rule; until then no rounding allowance is granted to anyone.
-    trusted = {"oracle": supernet is None}
+    def judge(name: str, outputs: list[list[np.ndarray]], **extra: Any) -> BackendResult:
+        return BackendResult.judge(name, tolerance_for(name, tolerances), labels, outputs, refs,
+                                   oracle.outputs, out_names, **extra)
 
-    def compare(name: str, outputs: list[list[np.ndarray]]) -> list[OutputComparison]:
-        tol = tolerance_for(name, tolerances)
-        if name == "torch-cpu" or not trusted["oracle"]:
-            tol = dataclasses.replace(tol, rounding_slack=0.0)
-        comps = []
-        for s, ref, orc, got in zip(sets, refs, oracles, outputs):
-            if len(got) != len(ref):
-                raise _CountMismatch(f"{len(got)} outputs, reference has {len(ref)}")
-            comps += [OutputComparison.from_arrays(out_names[k] if k < len(out_names) else str(k),
-                                                   s.label, got[k], ref[k], tol, oracle=orc[k])
-                      for k in range(len(ref))]
-        return comps
-
-    backends = [_torch_backend("torch-cpu", plain, sets, compare, tolerances)]
-    trusted["oracle"] = trusted["oracle"] or backends[0].status == "passed"
-    cuda = torch.cuda.is_available()
-    if cuda:
+    backends = [_torch_backend("torch-cpu", plain, sets, judge, tolerances)]
+    if torch.cuda.is_available():
         with _tf32(tf32) as state:
             backends.append(_torch_backend("torch-cuda", copy.deepcopy(plain).cuda(), sets,
-                                           compare, tolerances, device="cuda", tf32=state))
+                                           judge, tolerances, device="cuda", tf32=state))
     else:
         backends.append(BackendResult.skipped("torch-cuda", tolerance_for("torch-cuda", tolerances),
                                               "torch.cuda.is_available() is False"))
     for provider in providers or DEFAULT_PROVIDERS:
-        backends.append(_ort_backend(provider, onnx_path, in_names, sets, compare, tolerances,
+        backends.append(_ort_backend(provider, onnx_path, in_names, sets, judge, tolerances,
                                      tf32))
 
     report = ParityReport(reference="plain" if supernet is None else "supernet",
                           backends=backends, inputs=[s.describe() for s in sets],
-                          tool_version=__version__)
+                          oracle=oracle.kind, tool_version=__version__)
+    report.arrays = [SetArrays(s.label, tuple(t.numpy() for t in s.tensors), r, o)
+                     for s, r, o in zip(sets, refs, oracle.outputs or [None] * len(sets))]
     failed = next((b for b in backends if b.status == "failed"), None)
     if locate and failed is not None:
         report.divergence = _locate(failed, supernet, arch, plain, onnx_path, sets, tolerances,
-                                    module_labels)
+                                    module_labels, oracle)
     return report
 
 
-class _CountMismatch(Exception):
-    pass
+@dataclass
+class _Oracle:
+    """The reference run in float64 on CPU: its outputs per input set, and the model itself."""
+
+    kind: str
+    outputs: list[list[np.ndarray]] | None
+    model: nn.Module | None = None
+
+    @classmethod
+    def build(cls, supernet: nn.Module | None, arch: Mapping[str, Any] | None, plain: nn.Module,
+              sets: list[InputSet]) -> _Oracle:
+        # A copy, so the caller's module keeps its dtype and storage sharing whatever happens.
+        source, kind = (plain, "plain-float64") if supernet is None else (supernet,
+                                                                          "supernet-float64")
+        try:
+            model = copy.deepcopy(source).to("cpu").double().eval()
+            with fixed_arch(model, arch) if supernet is not None else contextlib.nullcontext():
+                outputs = [_run_torch(model, s.tensors, dtype=torch.float64) for s in sets]
+        except Exception as exc:  # noqa: BLE001 - a model that cannot run in float64: say why
+            return cls(f"none: the reference does not run in float64 "
+                       f"({type(exc).__name__}: {exc})", None)
+        return cls(kind, outputs, model)
 
 
 def _reference(supernet: nn.Module | None, arch: Mapping[str, Any] | None, plain: nn.Module,
                tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
     if supernet is None:
         return _run_torch(plain, tensors)
-    import subnet_export
-
     # parity is an eval-mode property; the caller's training flags are restored afterwards
     flags = [(m, m.training) for m in supernet.modules()]
     supernet.eval()
     try:
-        with subnet_export.fixed_arch(supernet, arch):
+        with fixed_arch(supernet, arch):
             return _run_torch(supernet, tensors)
     finally:
         for module, training in flags:
             module.training = training
 
 
-def _torch_backend(name: str, model: nn.Module, sets: list[InputSet], compare: Any,
+def _torch_backend(name: str, model: nn.Module, sets: list[InputSet], judge: Any,
                    tolerances: Any, device: str = "cpu", **extra: Any) -> BackendResult:
-    tol = tolerance_for(name, tolerances)
     try:
         outputs = [_run_torch(model, s.tensors, device) for s in sets]
-        comparisons = compare(name, outputs)
-        if name == "torch-cpu":
-            tol = dataclasses.replace(tol, rounding_slack=0.0)
-        return BackendResult.from_comparisons(name, tol, comparisons, **extra)
     except Exception as exc:  # noqa: BLE001 - a backend that crashes has failed, with the reason
-        return BackendResult(name=name, status="failed", tolerance=tol,
+        return BackendResult(name=name, status="failed", tolerance=tolerance_for(name, tolerances),
                              reason=f"{type(exc).__name__}: {exc}", **extra)
+    return judge(name, outputs, **extra)
 
 
 def _ort_backend(provider: str, onnx_path: Path, in_names: list[str], sets: list[InputSet],
-                 compare: Any, tolerances: Any, tf32: bool) -> BackendResult:
+                 judge: Any, tolerances: Any, tf32: bool) -> BackendResult:
     name = _backend_name(provider)
     tol = tolerance_for(name, tolerances)
     try:
@@ -222,32 +227,44 @@ def _ort_backend(provider: str, onnx_path: Path, in_names: list[str], sets: list
     try:
         outputs = [session.run(None, {n: t.cpu().numpy() for n, t in zip(in_names, s.tensors)})
                    for s in sets]
-        return BackendResult.from_comparisons(name, tol, compare(name, outputs),
-                                              providers=used, tf32=state)
     except Exception as exc:  # noqa: BLE001 - a model that cannot run on a backend fails there
         return BackendResult(name=name, status="failed", tolerance=tol, providers=used,
                              tf32=state, reason=f"{type(exc).__name__}: {exc}")
+    return judge(name, outputs, providers=used, tf32=state)
+
+
+def _worst_set(failed: BackendResult, sets: list[InputSet]) -> tuple[torch.Tensor, ...]:
+    """The input set to locate on: one with a failed comparison, else the largest error."""
+    def badness(c: Any) -> tuple[bool, float]:
+        return (not c.passed, c.noise_ratio if c.noise_ratio is not None else c.max_abs_error)
+
+    worst = max(failed.comparisons, key=badness, default=None)
+    label = sets[0].label if worst is None else worst.inputs
+    return next(s.tensors for s in sets if s.label == label)
 
 
 def _locate(failed: BackendResult, supernet: nn.Module | None, arch: Any, plain: nn.Module,
             onnx_path: Path, sets: list[InputSet], tolerances: Any,
-            module_labels: Mapping[str, Sequence[str]] | None) -> Any:
-    import subnet_export
-
+            module_labels: Mapping[str, Sequence[str]] | None, oracle: _Oracle) -> Any:
     from .locate import Divergence, locate_divergence, locate_torch_divergence
 
     if module_labels is None and supernet is not None:
         with contextlib.suppress(Exception):  # labels are a nicety; the core may not offer them
-            module_labels = subnet_export.module_labels(supernet, arch)
-    bad = next((c.inputs for c in failed.comparisons if not c.passed), sets[0].label)
-    tensors = next(s.tensors for s in sets if s.label == bad)
+            module_labels = module_labels_of(supernet, arch)
+    tensors = _worst_set(failed, sets)
     tol = tolerance_for(failed.name, tolerances)
     try:
         if failed.name.startswith("torch-") and supernet is not None:
-            with subnet_export.fixed_arch(supernet, arch):
-                return locate_torch_divergence(supernet, plain, tensors, tolerance=tol,
-                                               module_labels=module_labels)
+            with fixed_arch(supernet, arch):
+                if oracle.model is None:
+                    return locate_torch_divergence(supernet, plain, tensors, tolerance=tol,
+                                                   module_labels=module_labels)
+                with fixed_arch(oracle.model, arch):
+                    return locate_torch_divergence(supernet, plain, tensors, tolerance=tol,
+                                                   module_labels=module_labels,
+                                                   oracle=oracle.model)
+        plain64 = None if oracle.outputs is None else copy.deepcopy(plain).double().eval()
         return locate_divergence(plain, onnx_path, tensors, tolerance=tol,
-                                 module_labels=module_labels)
+                                 module_labels=module_labels, oracle=plain64)
     except Exception as exc:  # noqa: BLE001 - locating is an explanation; never hide the verdict
         return Divergence(module=None, reason=f"locating failed: {type(exc).__name__}: {exc}")

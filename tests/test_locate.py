@@ -10,7 +10,7 @@ from onnx import numpy_helper
 import subnet_export as se
 from subnet_export.locate import module_scopes
 
-TOL = se.Tolerance(atol=1e-5, rtol=1e-4)
+TOL = se.Tolerance()  # the default rule: the float32 noise floor
 
 
 def _plant(src, dst, initializer: str, delta: float = 0.5):
@@ -50,7 +50,7 @@ def test_labels_fall_back_to_nearest_ancestor(tmp_path):
     div = se.locate_divergence(model, bad, inputs, tolerance=TOL,
                                module_labels={"blocks.1": ["depth"]})
     assert div is not None and div.module == "blocks.1.bn" and div.labels == ["depth"]
-    assert div.checked > 1 and div.max_abs_error > TOL.atol
+    assert div.checked > 1 and div.max_abs_error > 0.1
 
 
 @pytest.mark.parametrize("name", ["convnet", "attention", "two_in_two_out"])
