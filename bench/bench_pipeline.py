@@ -4,8 +4,8 @@ Issue 6, item 3. The subnet is MobileNetV3-Large from the shipped space (224x224
 exporter (dynamo, TorchScript) and each repeat, in one process:
 
 - the pipeline: ``subnet_export.pipeline.export_subnet`` (freeze, materialize, export, validate,
-  bundle), its own stage timings, and its wall time (which also holds the reference samples the
-  bundle stores, computed between validate and bundle);
+  bundle), its own stage timings, and its wall time (the rest is bookkeeping between stages:
+  the bundle's samples are validation's own input sets, reference and float64 oracle);
 - the bare route: ``torch.onnx.export`` of the same materialized model with torch's defaults,
   then one onnxruntime CPU session and one run at batch 1.
 
@@ -131,9 +131,9 @@ def render(results: dict[str, Any]) -> str:
         lines.append(
             f"- {exporter}: the export stage takes x{e['export_stage_over_bare_export']:.2f} the "
             f"bare export; validate is the largest overhead ({s['validate']:.2f} s: supernet path, "
-            "plain torch and onnxruntime at batch 1 and 8); "
-            f"{s['untimed_reference_samples']:.2f} s of the wall time is outside the stages "
-            f"(the bundle's reference samples, a supernet forward). Parity passed: "
+            "the supernet path in float32 and float64, plain torch and onnxruntime at batch 1 "
+            f"and 8); {s['untimed_reference_samples']:.2f} s of the wall time is outside the "
+            "stages. Parity passed: "
             f"{e['all_passed']}.")
     return "\n".join(lines) + "\n"
 

@@ -13,11 +13,13 @@ from typing import Any
 
 from .errors import BundleError
 
-__all__ = ["MANIFEST_NAME", "SCHEMA", "SCHEMA_VERSION", "BundleManifest"]
+__all__ = ["MANIFEST_NAME", "SCHEMA", "SCHEMA_VERSION", "TOLERANCE_KEYS", "BundleManifest"]
 
 SCHEMA = "subnet-export/bundle"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 MANIFEST_NAME = "manifest.json"
+#: The fields of ``tolerance``, as ``rule.Tolerance`` names them.
+TOLERANCE_KEYS = ("atol", "rtol", "noise_factor")
 
 # Fields that must be present with these JSON types (bool is excluded from int below).
 _TYPES: dict[str, type | tuple[type, ...]] = {
@@ -62,7 +64,8 @@ class BundleManifest:
         parameter_count: number of parameters of the model.
         source_checkpoint_sha256: sha256 of the checkpoint the model came from, if known.
         parity: ``"passed"`` or ``"failed"``, the verdict of ``parity.json``.
-        tolerance: ``{"atol", "rtol"}`` that ``verify`` applies to the samples.
+        tolerance: the rule ``verify`` applies to the samples: ``{"atol", "rtol",
+            "noise_factor"}``, each a number >= 0 or None, at least one set (see ``rule.py``).
         sample_cases: number of cases in ``samples.npz``.
         files: relative path -> ``{"size", "sha256"}`` for every bundle file but the manifest.
         extra: free-form JSON the writer added (calibration, exporter, ...).
@@ -83,7 +86,7 @@ class BundleManifest:
     parameter_count: int
     source_checkpoint_sha256: str | None
     parity: str
-    tolerance: dict[str, float]
+    tolerance: dict[str, float | None]
     sample_cases: int
     files: dict[str, dict[str, Any]]
     extra: dict[str, Any] = field(default_factory=dict)
@@ -151,10 +154,12 @@ class BundleManifest:
         if data["parity"] not in ("passed", "failed"):
             raise BundleError("manifest.json field 'parity' is neither 'passed' nor 'failed'")
         tol = data["tolerance"]
-        if set(tol) != {"atol", "rtol"} or not all(
-            isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0 for v in tol.values()
+        if set(tol) != set(TOLERANCE_KEYS) or all(v is None for v in tol.values()) or not all(
+            v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and v >= 0)
+            for v in tol.values()
         ):
-            raise BundleError("manifest.json field 'tolerance' must hold atol >= 0 and rtol >= 0")
+            raise BundleError("manifest.json field 'tolerance' must hold atol, rtol and "
+                              "noise_factor, each a number >= 0 or null, not all null")
         for rel, entry in data["files"].items():
             if not (isinstance(entry, dict) and isinstance(entry.get("size"), int)
                     and isinstance(entry.get("sha256"), str)):

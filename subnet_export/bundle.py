@@ -29,9 +29,10 @@ import numpy as np
 from . import __version__
 from ._atomic import atomic_directory, check_destination, copy_file, write_file
 from ._hashing import digest_file, list_files
-from ._manifest import MANIFEST_NAME, BundleManifest
+from ._manifest import MANIFEST_NAME, TOLERANCE_KEYS, BundleManifest
 from ._samples import SampleCase, parse_samples, sample_key, write_samples
 from .errors import InputError
+from .rule import DEFAULT_NOISE_FACTOR
 
 __all__ = ["DEFAULT_TOLERANCE", "MODEL_NAME", "BundleManifest", "sample_key", "write_bundle"]
 
@@ -40,8 +41,9 @@ ARCH_NAME = "arch.json"
 PARITY_NAME = "parity.json"
 SAMPLES_NAME = "samples.npz"
 _RESERVED = {MODEL_NAME, ARCH_NAME, PARITY_NAME, SAMPLES_NAME, MANIFEST_NAME}
-#: Used by ``verify`` when neither ``extra["tolerance"]`` nor ``parity["tolerance"]`` gives one.
-DEFAULT_TOLERANCE = {"atol": 1e-4, "rtol": 1e-3}
+#: Used by ``verify`` when neither ``extra["tolerance"]`` nor ``parity["tolerance"]`` gives one:
+#: the noise rule (``rule.py``), which needs ``oracle`` arrays in the samples.
+DEFAULT_TOLERANCE = {"atol": None, "rtol": None, "noise_factor": DEFAULT_NOISE_FACTOR}
 # Keys of ``extra`` that fill dedicated manifest fields instead of landing in ``manifest.extra``.
 _PROMOTED = ("parameter_count", "source_checkpoint_sha256", "tolerance")
 _VERSIONED = {
@@ -90,20 +92,23 @@ def _parity_tolerance(parity: Mapping[str, Any]) -> Any:
                 None)
 
 
-def _tolerance(extra: Mapping[str, Any], parity: Mapping[str, Any]) -> dict[str, float]:
+def _tolerance(extra: Mapping[str, Any], parity: Mapping[str, Any]) -> dict[str, float | None]:
     for source, value in (("extra['tolerance']", extra.get("tolerance")),
                           ("parity['tolerance']", _parity_tolerance(parity))):
         if value is None:
             continue
         try:
-            tol = {"atol": float(value["atol"]), "rtol": float(value["rtol"])}
-        except (TypeError, KeyError, ValueError) as e:
+            tol = {k: None if value.get(k) is None else float(value[k]) for k in TOLERANCE_KEYS}
+            if set(value) - set(TOLERANCE_KEYS) or all(v is None for v in tol.values()):
+                raise ValueError(sorted(value))
+        except (AttributeError, TypeError, ValueError) as e:
             if source.startswith("parity"):
                 continue  # the parity report's layout is not ours to enforce
-            raise InputError(f"{source} must be {{'atol': float, 'rtol': float}}") from e
-        if all(math.isfinite(v) and v >= 0 for v in tol.values()):
+            raise InputError(f"{source} must be a mapping of {', '.join(TOLERANCE_KEYS)} to "
+                             "numbers or None, at least one set") from e
+        if all(v is None or (math.isfinite(v) and v >= 0) for v in tol.values()):
             return tol
-        raise InputError(f"{source} must hold finite non-negative atol and rtol, not {value}")
+        raise InputError(f"{source} must hold finite non-negative values, not {value}")
     return dict(DEFAULT_TOLERANCE)
 
 
@@ -185,12 +190,13 @@ def write_bundle(
             beside it) are copied and hashed too.
         arch: the architecture, a JSON object.
         parity: the parity report's JSON; ``parity["passed"]`` (bool) gives the verdict and a
-            tolerance of ``{"atol", "rtol"}`` (``parity["tolerance"]``, else the ``ort-cpu``
-            backend's, else the first backend's) becomes the samples' tolerance.
-        samples: ``input:<name>`` / ``output:<name>`` arrays, ``input.<k>:<name>`` for case k.
+            tolerance of ``{"atol", "rtol", "noise_factor"}`` (``parity["tolerance"]``, else
+            the ``ort-cpu`` backend's, else the first backend's) becomes the samples' tolerance.
+        samples: ``input:<name>`` / ``output:<name>`` / ``oracle:<name>`` arrays,
+            ``input.<k>:<name>`` for case k. The noise rule needs the oracles.
         extra: more manifest content. ``parameter_count`` (int), ``source_checkpoint_sha256``
-            (str) and ``tolerance`` (``{"atol", "rtol"}``, overrides the parity one) fill their
-            manifest fields; every other key goes to ``manifest.extra``.
+            (str) and ``tolerance`` (as above, overrides the parity one) fill their manifest
+            fields; every other key goes to ``manifest.extra``.
         force: replace an existing bundle at ``out_dir``.
 
     Returns:
@@ -226,6 +232,10 @@ def write_bundle(
     if checkpoint is not None and not isinstance(checkpoint, str):
         raise InputError("extra['source_checkpoint_sha256'] must be a hex string")
     tolerance = _tolerance(extra, parity)
+    if tolerance["noise_factor"] is not None and not all(c.oracles for c in cases):
+        raise InputError("the samples' tolerance is the noise rule, which needs an 'oracle:<name>' "
+                         "array (the float64 reference output) for every output of every case; "
+                         "add them, or give extra['tolerance'] an atol/rtol")
     arch_bytes = _json_bytes(dict(arch), "arch")
     # A failed run may report NaN errors; Python's json reads NaN back, so keep it.
     parity_bytes = _json_bytes(dict(parity), "parity", allow_nan=True)

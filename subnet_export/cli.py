@@ -61,8 +61,14 @@ def cli(debug: bool) -> None:
               show_default=True)
 @click.option("--providers", default=None, metavar="CPU,CUDA",
               help="onnxruntime providers to validate on (default: CPU, and CUDA when there).")
-@click.option("--atol", type=float, default=None, help="Absolute tolerance for every backend.")
-@click.option("--rtol", type=float, default=None, help="Relative tolerance for every backend.")
+@click.option("--atol", type=click.FloatRange(min=0), default=None,
+              help="Judge elementwise: |output - reference| <= atol + rtol*|reference| "
+                   "(replaces the noise rule unless --noise-factor is given too).")
+@click.option("--rtol", type=click.FloatRange(min=0), default=None,
+              help="Relative part of the elementwise rule (see --atol).")
+@click.option("--noise-factor", type=click.FloatRange(min=0), default=None,
+              help="Largest error against the float64 oracle, in units of the float32 "
+                   "reference's own error (default 4 on CPU; docs/parity.md).")
 @click.option("--samples", type=click.Path(dir_okay=False), help="User inputs (.npz) to check.")
 @click.option("--calib-data", type=click.Path(dir_okay=False), default=None,
               help="Inputs (.npz) to re-estimate the subnet's BatchNorm statistics on.")
@@ -79,15 +85,15 @@ def cli(debug: bool) -> None:
 def onnx_command(supernet: str, arch_path: str | None, weights: str | None, out_dir: str,
                  strategy: str | None, input_shapes: Sequence[str], opset: int | None,
                  exporter: str, providers: str | None, atol: float | None, rtol: float | None,
-                 samples: str | None, calib_data: str | None, calib_samples: int | None,
-                 calib_batch: int, batch: int, seed: int, force: bool, as_json: bool,
-                 debug: bool) -> int:
+                 noise_factor: float | None, samples: str | None, calib_data: str | None,
+                 calib_samples: int | None, calib_batch: int, batch: int, seed: int,
+                 force: bool, as_json: bool, debug: bool) -> int:
     """Freeze, materialize, export, validate and bundle one subnet of SUPERNET."""
     from .arch import load_arch
     from .errors import InputError
     from .loading import build_supernet, load_weights, parse_shape
-    from .parity import DEFAULT_TOLERANCES
     from .pipeline import STAGES, export_subnet
+    from .rule import Tolerance
 
     shapes = [parse_shape(s) for s in input_shapes]
     arch = _read_arch(load_arch, arch_path) if arch_path else None
@@ -99,11 +105,8 @@ def onnx_command(supernet: str, arch_path: str | None, weights: str | None, out_
     if not shapes:
         shapes = _default_shapes(net, supernet)
     tolerance = None
-    if atol is not None or rtol is not None:
-        from .parity import Tolerance
-        base = DEFAULT_TOLERANCES["ort-cpu"]
-        tolerance = Tolerance(base.atol if atol is None else atol,
-                              base.rtol if rtol is None else rtol)
+    if (atol, rtol, noise_factor) != (None, None, None):
+        tolerance = Tolerance(atol, rtol, noise_factor)
 
     stages = [s for s in STAGES if s != "recalibrate" or calib_data]
 
@@ -162,16 +165,21 @@ def _default_shapes(net: Any, spec: str) -> list[tuple[int, ...]]:
 @cli.command("verify")
 @click.argument("bundle", type=click.Path())
 @click.option("--providers", default=None, metavar="CPU,CUDA", help="onnxruntime providers.")
-@click.option("--atol", type=float, default=None, help="Override the manifest's atol.")
-@click.option("--rtol", type=float, default=None, help="Override the manifest's rtol.")
+@click.option("--atol", type=click.FloatRange(min=0), default=None,
+              help="Judge the samples elementwise with this atol (replaces the manifest's rule).")
+@click.option("--rtol", type=click.FloatRange(min=0), default=None,
+              help="Relative part of the elementwise rule (replaces the manifest's rule).")
+@click.option("--noise-factor", type=click.FloatRange(min=0), default=None,
+              help="Noise-rule factor (replaces the manifest's rule; docs/parity.md).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON on stdout.")
 @_debug_option
 def verify_command(bundle: str, providers: str | None, atol: float | None, rtol: float | None,
-                   as_json: bool, debug: bool) -> int:
+                   noise_factor: float | None, as_json: bool, debug: bool) -> int:
     """Check a bundle's hashes and rerun its samples (onnxruntime only; no torch)."""
     from .verify import verify_bundle
 
-    report = verify_bundle(bundle, providers=_providers(providers), atol=atol, rtol=rtol)
+    report = verify_bundle(bundle, providers=_providers(providers), atol=atol, rtol=rtol,
+                           noise_factor=noise_factor)
     click.echo(report.format_table(), err=True)
     if as_json:
         _emit_json(report.to_json())

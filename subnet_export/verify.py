@@ -15,10 +15,12 @@ from typing import Any
 import numpy as np
 
 from ._integrity import FileCheck, check_files, load_manifest, require_intact, tamper_message
-from ._samples import read_samples
+from ._manifest import TOLERANCE_KEYS
+from ._samples import SampleCase, read_samples
 from .errors import BundleError, InputError, TamperError
+from .rule import NoiseCheck, noise_check
 
-__all__ = ["FileCheck", "SampleCheck", "VerifyReport", "check_files", "load_manifest",
+__all__ = ["FileCheck", "NoiseCheck", "SampleCheck", "VerifyReport", "check_files", "load_manifest",
            "require_intact", "verify_bundle"]
 
 
@@ -40,17 +42,20 @@ class VerifyReport:
 
     ``exit_code`` is 0 when everything passed, 1 otherwise (tampered file, output mismatch, or a
     failed parity verdict); a malformed bundle raises :class:`BundleError` (exit 2) instead.
+    ``samples`` are per case and output; ``noise`` is the noise rule per output, pooled over
+    the cases (empty when the tolerance is elementwise only).
     """
 
     bundle: str
     files: list[FileCheck]
     samples: list[SampleCheck]
-    tolerance: dict[str, float]
+    tolerance: dict[str, float | None]
     providers: list[str]
     parity: str
     manifest_sha256: str
     require_parity: bool = True
     notes: list[str] = field(default_factory=list)
+    noise: list[NoiseCheck] = field(default_factory=list)
 
     @property
     def tampered(self) -> list[FileCheck]:
@@ -61,8 +66,8 @@ class VerifyReport:
     def passed(self) -> bool:
         """Whether files, samples and (if required) the parity verdict all passed."""
         parity_ok = self.parity == "passed" or not self.require_parity
-        return (not self.tampered and bool(self.samples)
-                and all(s.passed for s in self.samples) and parity_ok)
+        return (not self.tampered and bool(self.samples) and all(s.passed for s in self.samples)
+                and all(n.passed for n in self.noise) and parity_ok)
 
     @property
     def exit_code(self) -> int:
@@ -86,6 +91,7 @@ class VerifyReport:
             "providers": list(self.providers),
             "files": [{**asdict(f), "passed": f.passed} for f in self.files],
             "samples": [asdict(s) for s in self.samples],
+            "noise": [_finite(asdict(n)) for n in self.noise],
             "notes": list(self.notes),
         }
 
@@ -99,6 +105,12 @@ class VerifyReport:
                 lines.append(f"{s.case:>4}  {s.output:<28} {_fmt(s.max_abs_error):>10} "
                              f"{_fmt(s.max_rel_error):>10}  {'ok' if s.passed else 'FAIL'}"
                              + (f"  {s.message}" if s.message else ""))
+        if self.noise:
+            lines += ["", f"{'output':<28} {'error/noise':>11} {'allowed':>8}  verdict"]
+            lines += [f"{n.output:<28} {n.ratio:>11.2f} {'x' + format(n.factor, 'g'):>8}  "
+                      f"{'ok' if n.passed else 'FAIL'}" for n in self.noise]
+            lines.append("error/noise: onnxruntime's error against the float64 oracle in units "
+                         "of the float32 reference's own error")
         lines += [f"note: {n}" for n in self.notes]
         lines += ["", f"parity verdict in manifest: {self.parity}",
                   f"verify: {'PASSED' if self.passed else 'FAILED'} (exit {self.exit_code})"]
@@ -109,8 +121,15 @@ def _fmt(x: float | None) -> str:
     return "n/a" if x is None else f"{x:.3g}"
 
 
-def _compare(expected: np.ndarray, actual: np.ndarray, atol: float, rtol: float
+def _finite(record: dict[str, Any]) -> dict[str, Any]:
+    # strict JSON: an infinite ratio (an integer output that differs) is written as a string
+    return {k: str(v) if isinstance(v, float) and not math.isfinite(v) else v
+            for k, v in record.items()}
+
+
+def _compare(expected: np.ndarray, actual: np.ndarray, atol: float | None, rtol: float | None
              ) -> tuple[bool, float | None, float | None, str]:
+    """Shape, NaN/Inf and, when ``atol``/``rtol`` is set, the elementwise rule for one output."""
     if expected.shape != actual.shape:
         return False, None, None, f"shape {actual.shape}, expected {expected.shape}"
     if expected.size == 0:
@@ -120,10 +139,35 @@ def _compare(expected: np.ndarray, actual: np.ndarray, atol: float, rtol: float
     diff = np.abs(a - e)
     max_abs = float(np.max(diff))
     max_rel = float(np.max(diff / np.maximum(np.abs(e), np.finfo(np.float64).tiny)))
-    ok = bool(np.all(np.isclose(a, e, atol=atol, rtol=rtol, equal_nan=False)))
     if not (math.isfinite(max_abs) and math.isfinite(max_rel)):
-        return ok, None, None, "" if ok else "non-finite values"
+        return False, None, None, "non-finite values"
+    ok = atol is None and rtol is None or bool(
+        np.all(np.isclose(a, e, atol=atol or 0.0, rtol=rtol or 0.0, equal_nan=False)))
     return ok, max_abs, max_rel, ""
+
+
+def _tolerance(manifest_tol: dict[str, float | None], atol: float | None, rtol: float | None,
+               noise_factor: float | None) -> dict[str, float | None]:
+    given = {"atol": atol, "rtol": rtol, "noise_factor": noise_factor}
+    if all(v is None for v in given.values()):
+        return {k: manifest_tol.get(k) for k in TOLERANCE_KEYS}
+    bad = [f"{k}={v}" for k, v in given.items()
+           if v is not None and not (math.isfinite(v) and v >= 0)]
+    if bad:
+        raise InputError(f"tolerances must be finite numbers >= 0, not {', '.join(bad)}")
+    return given
+
+
+def _noise_checks(cases: list[SampleCase], got: list[dict[str, np.ndarray]],
+                  factor: float, root: Path) -> list[NoiseCheck]:
+    if not all(c.oracles for c in cases):
+        raise BundleError(f"bundle {root}: its tolerance is the noise rule but samples.npz holds "
+                          "no oracle outputs; pass --atol/--rtol to verify elementwise")
+    names = sorted(cases[0].outputs)
+    if any(sorted(c.outputs) != names for c in cases):
+        raise BundleError(f"bundle {root}: the noise rule needs the same outputs in every case")
+    return [noise_check(name, [g[name] for g in got], [c.outputs[name] for c in cases],
+                        [c.oracles[name] for c in cases], factor) for name in names]
 
 
 def _session(model_path: Path, providers: list[str]) -> Any:
@@ -147,6 +191,7 @@ def verify_bundle(
     providers: list[str] | None = None,
     atol: float | None = None,
     rtol: float | None = None,
+    noise_factor: float | None = None,
     require_parity: bool = True,
 ) -> VerifyReport:
     """Check every file of a bundle against its manifest, then rerun its samples in onnxruntime.
@@ -156,8 +201,12 @@ def verify_bundle(
     Args:
         bundle_dir: the bundle directory.
         providers: onnxruntime execution providers, in order; default CPU only.
-        atol: absolute tolerance; default the manifest's ``tolerance["atol"]``.
-        rtol: relative tolerance; default the manifest's ``tolerance["rtol"]``.
+        atol: elementwise absolute tolerance. Any of ``atol``, ``rtol`` and ``noise_factor``
+            given replaces the manifest's whole tolerance (an unset one is off); none given
+            keeps the manifest's.
+        rtol: elementwise relative tolerance.
+        noise_factor: the noise rule's factor (``rule.py``): onnxruntime's error against the
+            samples' float64 oracle, pooled over the cases, in units of the reference's own.
         require_parity: fail when the manifest's parity verdict is ``failed``.
 
     Returns:
@@ -171,8 +220,7 @@ def verify_bundle(
     """
     root = Path(bundle_dir)
     manifest, files = check_files(root)
-    tol = {"atol": manifest.tolerance.get("atol", 0.0) if atol is None else atol,
-           "rtol": manifest.tolerance.get("rtol", 0.0) if rtol is None else rtol}
+    tol = _tolerance(manifest.tolerance, atol, rtol, noise_factor)
     providers = list(providers or ["CPUExecutionProvider"])
     report = VerifyReport(str(root), files, [], tol, providers, manifest.parity,
                           manifest.manifest_sha256, require_parity)
@@ -184,16 +232,19 @@ def verify_bundle(
     except ValueError as e:
         raise BundleError(f"bundle {root}: {e}") from e
     session = _session(root / manifest.model_file, providers)
+    got: list[dict[str, np.ndarray]] = []
     for case in cases:
         names = sorted(case.outputs)
         try:
-            got = session.run(names, case.inputs)
+            got.append(dict(zip(names, map(np.asarray, session.run(names, case.inputs)))))
         except Exception as e:  # onnxruntime's own error types: the samples do not fit the model
             raise BundleError(f"bundle {root}: sample case {case.index} does not run: {e}") from e
-        for name, actual in zip(names, got, strict=True):
-            ok, mabs, mrel, msg = _compare(case.outputs[name], np.asarray(actual),
+        for name in names:
+            ok, mabs, mrel, msg = _compare(case.outputs[name], got[-1][name],
                                            tol["atol"], tol["rtol"])
             report.samples.append(SampleCheck(case.index, name, ok, mabs, mrel, msg))
+    if tol["noise_factor"] is not None:
+        report.noise = _noise_checks(cases, got, tol["noise_factor"], root)
     if manifest.parity != "passed":
         report.notes.append("the manifest records a failed parity check")
     return report

@@ -50,7 +50,8 @@ def test_bundle_holds_every_file_and_a_complete_manifest(tmp_path):
     assert BundleManifest.from_json(on_disk) == manifest
     assert on_disk["manifest_sha256"] == manifest.content_sha256()
     with np.load(out / "samples.npz", allow_pickle=False) as npz:
-        assert sorted(npz.files) == ["input.1:x", "input:x", "output.1:y", "output:y"]
+        assert sorted(npz.files) == ["input.1:x", "input:x", "oracle.1:y", "oracle:y",
+                                     "output.1:y", "output:y"]
         np.testing.assert_array_equal(npz["input.1:x"], gemm_samples()["input.1:x"])
 
 
@@ -80,13 +81,14 @@ def test_extra_fills_fields_and_keeps_the_rest(tmp_path):
     _, manifest = make_bundle(tmp_path, extra={"parameter_count": 99, "exporter": "dynamo",
                                                "tolerance": {"atol": 0.5, "rtol": 0.25}})
     assert manifest.parameter_count == 99
-    assert manifest.tolerance == {"atol": 0.5, "rtol": 0.25}
+    assert manifest.tolerance == {"atol": 0.5, "rtol": 0.25, "noise_factor": None}
     assert manifest.extra == {"exporter": "dynamo"}
 
 
 def test_tolerance_comes_from_the_parity_report_or_the_default(tmp_path):
     _, from_parity = make_bundle(tmp_path, "a")
-    assert from_parity.tolerance == {"atol": 1e-5, "rtol": 1e-4}  # the ort-cpu backend's
+    # the ort-cpu backend's
+    assert from_parity.tolerance == {"atol": None, "rtol": None, "noise_factor": 4.0}
     _, default = make_bundle(tmp_path, "b", parity={"passed": True})
     assert default.tolerance == bundle.DEFAULT_TOLERANCE
 
@@ -100,7 +102,9 @@ def test_conv_model_with_4d_dynamic_input(tmp_path):
     model = conv_model(tmp_path / "conv.onnx")
     x = np.ones((2, 1, 5, 5), np.float32)
     manifest = write_bundle(tmp_path / "b", model_path=model, arch={}, parity={"passed": True},
-                            samples={"input:x": x, "output:y": np.zeros_like(x)})
+                            samples={"input:x": x, "output:y": np.zeros_like(x)},
+                            extra={"tolerance": {"atol": 1e-5}})
+    assert manifest.tolerance == {"atol": 1e-5, "rtol": None, "noise_factor": None}
     assert manifest.inputs[0]["shape"] == ["N", 1, 5, 5]
     assert manifest.parameter_count == 9
 
@@ -242,7 +246,12 @@ def test_bad_inputs_are_input_errors(tmp_path):
     cases = [
         ({"model_path": tmp_path / "missing.onnx"}, "does not exist"),
         ({"samples": {"input:x": np.zeros((1, 4), np.float32)}}, "at least one input and one"),
-        ({"samples": {"in:x": np.zeros(1)}}, "not 'input:<name>'"),
+        ({"samples": {"in:x": np.zeros(1)}}, "kind one of input, output, oracle"),
+        ({"samples": {"input:x": np.zeros((1, 4), np.float32),
+                      "output:y": np.zeros((1, 3), np.float32)}}, "needs an 'oracle:<name>'"),
+        ({"samples": {**gemm_samples(), "oracle:y": np.zeros((9, 3))}}, "do not match"),
+        ({"extra": {"tolerance": {"atol": 1e-5, "typo": 1}}}, "noise_factor"),
+        ({"extra": {"tolerance": {"atol": -1.0}}}, "non-negative"),
         ({"samples": {"input:z": np.zeros((1, 4), np.float32), "output:y": np.zeros(1)}},
          "the model takes"),
         ({"samples": {"input:x": np.zeros((1, 4)), "output:y": np.zeros(1)}}, "float32"),

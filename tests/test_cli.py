@@ -87,6 +87,27 @@ def test_verify_passes_and_imports_no_torch(bundle):
     assert "PASSED" in proc.stderr
 
 
+def test_noise_factor_is_a_real_option(bundle, tmp_path, arch_file):
+    # torch-cpu is the reference bit for bit: its error is exactly the reference's own, so a
+    # factor under 1 fails even it; the verdict and the reason say so
+    proc = run("onnx", f"{SPACE}:supernet", "--arch", str(arch_file), "--out",
+               str(tmp_path / "b"), "--noise-factor", "0.5", "--json")
+    assert proc.returncode == 1, proc.stderr
+    assert "parity FAILED" in proc.stderr and "over x0.5" in proc.stderr
+    parity = json.loads(proc.stdout)["parity"]
+    assert parity["oracle"] == "supernet-float64"
+    assert {b["tolerance"]["noise_factor"] for b in parity["backends"]} == {0.5}
+    # the passing bundle's samples carry the oracle, and verify judges them by the noise rule
+    out, _ = bundle
+    proc = run("verify", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    noise = json.loads(proc.stdout)["noise"]
+    assert noise and all(n["passed"] and n["factor"] == 4.0 for n in noise)
+    assert "error/noise" in proc.stderr
+    assert_user_error(run("verify", str(out), "--noise-factor", "0.01"), 1, "FAIL")
+    assert_user_error(run("verify", str(out), "--noise-factor", "-1"), 2, "--noise-factor")
+
+
 def test_verify_catches_a_tampered_model(bundle, tmp_path):
     copy = tmp_path / "tampered"
     shutil.copytree(bundle[0], copy)
@@ -276,5 +297,7 @@ def test_samples_opset_and_providers_options(tmp_path, arch_file):
     assert labels[-1] == "samples" and summary["parity"]["inputs"][-1]["shapes"][0][0] == 3
     backends = {b["name"]: b for b in summary["parity"]["backends"]}
     assert "ort-cuda" not in backends  # only the provider asked for
-    assert backends["ort-cpu"]["tolerance"]["atol"] == 1e-4
+    # an explicit --atol is the elementwise rule as written: rtol 0, no noise rule
+    assert backends["ort-cpu"]["tolerance"] == {"atol": 1e-4, "rtol": None, "noise_factor": None}
+    assert backends["ort-cpu"]["noise"] == []
     assert json.loads((out / "manifest.json").read_text())["opset"] == 18

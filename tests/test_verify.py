@@ -38,7 +38,10 @@ def test_fresh_bundle_passes(fresh):
     assert [(s.case, s.output) for s in report.samples] == [(0, "y"), (1, "y")]
     # the numpy reference and onnxruntime agree far inside the recorded tolerance
     assert all(s.passed and s.max_abs_error < 1e-5 for s in report.samples)
-    assert report.tolerance == {"atol": 1e-5, "rtol": 1e-4}
+    assert report.tolerance == {"atol": None, "rtol": None, "noise_factor": 4.0}
+    # the noise rule, pooled over both cases, against the float64 numpy oracle
+    assert [n.output for n in report.noise] == ["y"] and report.noise[0].passed
+    assert report.noise[0].elements == 2 * 3 + 3 * 3
     assert json.loads(json.dumps(report.to_json()))["exit_code"] == 0
     assert "verify: PASSED" in report.format_table()
     report.raise_for_tamper()  # nothing to raise
@@ -154,17 +157,25 @@ def test_missing_bundle_directory_is_a_bundle_error(tmp_path):
 
 
 def test_outputs_off_by_more_than_the_tolerance_fail(tmp_path):
+    # the model computes something else than the recorded reference and its oracle
     samples = gemm_samples()
     samples["output:y"] = samples["output:y"] + np.float32(0.01)
+    samples["oracle:y"] = samples["oracle:y"] + 0.01
     out = tmp_path / "b"
     write_bundle(out, model_path=gemm_model(tmp_path / "m.onnx"), arch={}, parity=PARITY_OK,
                  samples=samples)
     report = verify_bundle(out)
     assert report.exit_code == 1 and not report.tampered
-    bad = [s for s in report.samples if not s.passed]
-    assert [(s.case, s.output) for s in bad] == [(0, "y")]
-    assert bad[0].max_abs_error == pytest.approx(0.01, rel=1e-3)
+    assert [n.output for n in report.noise if not n.passed] == ["y"]
+    assert report.noise[0].ratio > 1000
+    assert report.samples[0].max_abs_error == pytest.approx(0.01, rel=1e-3)
+    assert "FAIL" in report.format_table()
+    # an explicit elementwise tolerance replaces the manifest's rule
+    strict = verify_bundle(out, atol=1e-3)
+    assert [(s.case, s.output) for s in strict.samples if not s.passed] == [(0, "y")]
+    assert strict.noise == [] and not strict.passed
     assert verify_bundle(out, atol=0.02, rtol=0.0).passed  # a looser tolerance, given explicitly
+    assert not verify_bundle(out, noise_factor=100.0).passed
 
 
 def test_a_bundle_with_failed_parity_fails_verify_unless_allowed(tmp_path):
@@ -214,3 +225,26 @@ def test_module_entry_point_exit_codes(fresh):
     (fresh / "manifest.json").write_text("{")
     corrupt = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert corrupt.returncode == 2 and "not valid JSON" in corrupt.stderr
+
+
+def test_noise_rule_without_oracles_is_a_bundle_error(tmp_path):
+    samples = {k: v for k, v in gemm_samples().items() if not k.startswith("oracle")}
+    out = tmp_path / "b"
+    write_bundle(out, model_path=gemm_model(tmp_path / "m.onnx"), arch={}, parity=PARITY_OK,
+                 samples=samples, extra={"tolerance": {"atol": 1e-5, "rtol": 1e-4}})
+    assert verify_bundle(out).passed  # the manifest's elementwise rule needs no oracle
+    with pytest.raises(BundleError, match="no oracle outputs"):
+        verify_bundle(out, noise_factor=4.0)
+
+
+def test_a_reference_far_from_its_oracle_fails(tmp_path):
+    # 0.01 between the recorded reference and its float64 oracle is no float32 rounding: the
+    # noise floor it would give could hide anything, so the output fails and says why
+    samples = gemm_samples()
+    samples["output:y"] = samples["output:y"] + np.float32(0.01)
+    out = tmp_path / "b"
+    write_bundle(out, model_path=gemm_model(tmp_path / "m.onnx"), arch={}, parity=PARITY_OK,
+                 samples=samples)
+    report = verify_bundle(out)
+    assert not report.passed and not report.noise[0].passed
+    assert report.noise[0].ratio < 1  # the candidate itself is as close to the oracle as ever
