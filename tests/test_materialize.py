@@ -11,7 +11,6 @@ import pickle
 import pytest
 import torch
 from spaces import (
-    ATOL,
     STRATEGIES,
     CompositeSpace,
     assert_plain_contract,
@@ -68,10 +67,10 @@ def composite_params(arch: dict) -> int:
     return n
 
 
-def test_parity_keys_storage_classes_and_size(net, atol: float = ATOL) -> None:
+def test_parity_keys_storage_classes_and_size(net) -> None:
     x = _x()
     for arch in _archs(net):
-        plain = assert_plain_contract(net, arch, x, atol=atol)
+        plain = assert_plain_contract(net, arch, x)
         assert count_params(plain) == composite_params(arch)
         assert count_params(plain) < count_params(net)
 

@@ -54,9 +54,9 @@ def check_export(exported, name: str, case: str) -> None:
     example = torch.randn(*get_space(name).input_shape)
     report = se.validate(net, arch, plain, result.path, example_inputs=example,
                          batch_sizes=(1, 4), providers=["CPUExecutionProvider"], locate=False)
+    assert report.oracle == "supernet-float64"
     torch_cpu = report.backend("torch-cpu")
-    assert torch_cpu.status == "passed"
-    assert all(c.max_abs_error == 0.0 for c in torch_cpu.comparisons)
+    assert torch_cpu.status == "passed", report.format_table()
     ort = report.backend("ort-cpu")
     assert ort.status == "passed", f"{name}/{case}:\n{report.format_table()}"
     assert report.passed
