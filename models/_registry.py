@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from safetensors.torch import load_file
 from torch import nn
 
 __all__ = ["ARCH_DIR", "CHECKPOINT_DIR", "SpaceInfo", "get_space", "list_spaces",
@@ -29,7 +30,7 @@ class SpaceInfo:
         name: the registry key; arch files of the space are ``archs/<name>*.json``.
         factory: ``fn(strategy="sampling", seed=0, **config) -> supernet``; the supernet is
             converted (``se.to_supernet``), seeded, has calibrated BatchNorm statistics and is in
-            eval mode.
+            eval mode. ``calib_steps=0`` skips the forward passes of the calibration.
         input_shape: the default input shape, batch first (small, for fast tests).
         arch_dir: the folder holding the arch files.
         default_strategy: the strategy the space is searched with.
@@ -44,7 +45,30 @@ class SpaceInfo:
     description: str = ""
 
     def build(self, strategy: str | None = None, seed: int = 0, **config) -> nn.Module:
-        """The seeded supernet (``strategy`` defaults to the space's own)."""
+        """The supernet; the registered configuration comes with its shipped trained weights.
+
+        With the space's own strategy, seed 0 and no ``config``, the weights are the shipped
+        checkpoint, loaded strictly: the same bits on every machine. Any other build is
+        generated (:meth:`generate`), and its floats may differ in the last bits between CPUs.
+
+        Raises:
+            FileNotFoundError: the checkpoint is missing (``python -m models.make_checkpoints``).
+        """
+        strategy = strategy or self.default_strategy
+        if strategy != self.default_strategy or seed != 0 or config:
+            return self.generate(strategy, seed, **config)
+        if not self.checkpoint.is_file():
+            raise FileNotFoundError(f"{self.checkpoint} is missing: run "
+                                    f"`python -m models.make_checkpoints {self.name}`")
+        net = self.factory(strategy, seed, calib_steps=0)  # the skeleton; weights come next
+        net.load_state_dict(load_file(str(self.checkpoint)), strict=True)
+        return net
+
+    def generate(self, strategy: str | None = None, seed: int = 0, **config) -> nn.Module:
+        """The supernet with weights made from ``seed``: seeded initialisation, then BatchNorm
+        statistics estimated with forward passes (what ``make_checkpoints.py`` writes). The
+        floats depend on the CPU's kernels; compare them only with others made on this machine.
+        """
         return self.factory(strategy or self.default_strategy, seed, **config)
 
     def arch_files(self) -> list[Path]:

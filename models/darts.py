@@ -23,10 +23,10 @@ import subnet_export as se
 
 try:  # part of the `models` package, or loaded by path with the siblings on sys.path
     from ._init import seeded_supernet
-    from ._registry import register_space
+    from ._registry import get_space, register_space
 except ImportError:  # pragma: no cover - exercised through the CLI
     from _init import seeded_supernet
-    from _registry import register_space
+    from _registry import get_space, register_space
 
 __all__ = ["Cell", "DartsSpace", "OPS", "build", "supernet"]
 
@@ -148,5 +148,5 @@ def build(strategy: str = "differentiable", seed: int = 0, *, channels: int = 8,
 
 
 def supernet(strategy: str = "differentiable") -> nn.Module:
-    """CLI factory: the registered default configuration, seed 0."""
-    return build(strategy)
+    """CLI factory: the registered configuration with its shipped trained weights."""
+    return get_space("darts").build(strategy)

@@ -9,13 +9,15 @@ from __future__ import annotations
 from torch import nn
 
 try:  # part of the `models` package, or loaded by path with the siblings on sys.path
-    from .mobilenetv3 import build
+    from . import mobilenetv3  # noqa: F401 - registers the space
+    from ._registry import get_space
 except ImportError:  # pragma: no cover - exercised through the CLI
-    from mobilenetv3 import build
+    import mobilenetv3  # noqa: F401
+    from _registry import get_space
 
 __all__ = ["supernet"]
 
 
 def supernet(strategy: str = "sampling") -> nn.Module:
-    """The seeded MobileNetV3 supernet at width 0.25, 10 classes, input 1x3x32x32."""
-    return build(strategy, seed=0)
+    """The MobileNetV3 supernet at width 0.25, 10 classes, input 1x3x32x32, shipped weights."""
+    return get_space("mobilenetv3").build(strategy)

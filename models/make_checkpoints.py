@@ -1,9 +1,13 @@
 """Write the seeded checkpoint of every registered space to ``models/checkpoints/``.
 
 Usage: ``python -m models.make_checkpoints [--seed 0] [--out models/checkpoints]`` from the
-repository root. Each file is the ``state_dict`` of ``get_space(name).build(seed=seed)`` (its
+repository root. Each file is the ``state_dict`` of ``get_space(name).generate(seed=seed)`` (its
 default strategy and configuration) in safetensors, with the space, seed and strategy in its
-metadata; the same command writes the same bytes. Load one with
+metadata. The shipped files are the zoo's trained supernets: ``get_space(name).build()`` loads
+them instead of regenerating, so every machine runs the same bits. Regenerating is a maintainer
+step: the same command on one machine writes the same bytes, but BatchNorm statistics come from
+forward passes, whose last bits depend on the CPU's kernels, so another machine may write other
+bytes. Load one with
 ``subnet-export onnx models/<space>.py:supernet --weights models/checkpoints/<space>.safetensors``.
 """
 
@@ -28,7 +32,7 @@ __all__ = ["main", "write_checkpoint"]
 def write_checkpoint(name: str, out_dir: Path = CHECKPOINT_DIR, seed: int = 0) -> Path:
     """Write ``<out_dir>/<name>.safetensors`` and return its path."""
     info = get_space(name)
-    net = info.build(seed=seed)
+    net = info.generate(seed=seed)
     # Every key gets its own copy: safetensors refuses aliased tensors (differentiable
     # supernets share one architecture-weight tensor between the cells of a label), and a
     # strict load wants every key present.

@@ -30,11 +30,11 @@ import subnet_export as se
 try:  # part of the `models` package, or loaded by path with the siblings on sys.path
     from ._init import seeded_supernet
     from ._layers import SqueezeExcite, make_divisible, maybe_compose
-    from ._registry import register_space
+    from ._registry import get_space, register_space
 except ImportError:  # pragma: no cover - exercised through the CLI
     from _init import seeded_supernet
     from _layers import SqueezeExcite, make_divisible, maybe_compose
-    from _registry import register_space
+    from _registry import get_space, register_space
 
 __all__ = ["MBConv", "MobileNetV3Space", "build", "supernet"]
 
@@ -155,5 +155,5 @@ def build(strategy: str = "sampling", seed: int = 0, *, width_mult: float = 0.25
 
 
 def supernet(strategy: str = "sampling") -> nn.Module:
-    """CLI factory: the registered default configuration, seed 0."""
-    return build(strategy)
+    """CLI factory: the registered configuration with its shipped trained weights."""
+    return get_space("mobilenetv3").build(strategy)

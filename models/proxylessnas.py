@@ -20,11 +20,11 @@ import subnet_export as se
 try:  # part of the `models` package, or loaded by path with the siblings on sys.path
     from ._init import seeded_supernet
     from ._layers import make_divisible
-    from ._registry import register_space
+    from ._registry import get_space, register_space
 except ImportError:  # pragma: no cover - exercised through the CLI
     from _init import seeded_supernet
     from _layers import make_divisible
-    from _registry import register_space
+    from _registry import get_space, register_space
 
 __all__ = ["MBConv", "ProxylessSpace", "Residual", "build", "supernet"]
 
@@ -112,5 +112,5 @@ def build(strategy: str = "sampling", seed: int = 0, *, width_mult: float = 0.12
 
 
 def supernet(strategy: str = "sampling") -> nn.Module:
-    """CLI factory: the registered default configuration, seed 0."""
-    return build(strategy)
+    """CLI factory: the registered configuration with its shipped trained weights."""
+    return get_space("proxylessnas").build(strategy)

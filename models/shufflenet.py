@@ -17,10 +17,10 @@ import subnet_export as se
 
 try:  # part of the `models` package, or loaded by path with the siblings on sys.path
     from ._init import seeded_supernet
-    from ._registry import register_space
+    from ._registry import get_space, register_space
 except ImportError:  # pragma: no cover - exercised through the CLI
     from _init import seeded_supernet
-    from _registry import register_space
+    from _registry import get_space, register_space
 
 __all__ = ["ChoiceBlock", "ShuffleNetSpace", "build", "channel_shuffle", "supernet"]
 
@@ -105,5 +105,5 @@ def build(strategy: str = "sampling", seed: int = 0, *, widths=(24, 40, 80, 160)
 
 
 def supernet(strategy: str = "sampling") -> nn.Module:
-    """CLI factory: the registered default configuration, seed 0."""
-    return build(strategy)
+    """CLI factory: the registered configuration with its shipped trained weights."""
+    return get_space("shufflenet").build(strategy)

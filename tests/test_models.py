@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from _noise import assert_within_noise, float64_path, run_float64
 from safetensors.torch import load_file
 from torch import nn
 
@@ -25,13 +26,11 @@ from subnet_export.supernet.choices import MixedEdgeChoice, MixedLayerChoice
 
 ROOT = Path(__file__).resolve().parent.parent
 SPACES = ("autoformer", "darts", "mobilenetv3", "nasbench201", "proxylessnas", "shufflenet")
-#: float32, same ops in the same order on both paths: any difference is a slicing bug.
-ATOL = 1e-5
 #: Outputs must carry signal, or a parity check could pass on zeros: they must not vanish, and
-#: the input must reach them by more than the tolerance (the weakest arch here varies by ~1e-4
-#: across inputs: BatchNorm statistics shared by the whole supernet fit no single path well).
+#: the input must reach them (the weakest arch here varies by ~1e-4 across inputs: BatchNorm
+#: statistics shared by the whole supernet fit no single path well).
 MIN_OUTPUT_ABS = 1e-2
-MIN_OUTPUT_STD = 2 * ATOL
+MIN_OUTPUT_STD = 2e-5
 RANDOM_SEEDS = (0, 1, 2, 3)
 CASES = ["smallest", "largest", *(f"random{s}" for s in RANDOM_SEEDS)]
 CHECKPOINT_LIMIT = 3_000_000  # bytes
@@ -70,7 +69,8 @@ def image_like(shape, seed: int = 0) -> torch.Tensor:
 
 
 def check_parity(net: nn.Module, arch: dict, x: torch.Tensor) -> tuple[nn.Module, float]:
-    """Materialize ``arch`` and compare it with the supernet path; return (plain, max abs)."""
+    """Materialize ``arch`` and compare it with the supernet path within the float32 noise
+    floor (the path in float64 is the oracle); return (plain, worst noise ratio)."""
     net.eval()
     plain = se.materialize(net, arch)
     assert not plain.training
@@ -81,9 +81,7 @@ def check_parity(net: nn.Module, arch: dict, x: torch.Tensor) -> tuple[nn.Module
     assert out.shape == ref.shape
     assert float(ref.abs().max()) > MIN_OUTPUT_ABS, "the outputs vanish"
     assert float(ref.std(dim=0).max()) > MIN_OUTPUT_STD, "the output ignores the input"
-    err = float((out - ref).abs().max())
-    assert err <= ATOL, f"max abs {err:.3g} > {ATOL}"
-    return plain, err
+    return plain, assert_within_noise(out, ref, float64_path(net, arch, x))
 
 
 def n_params(module: nn.Module) -> int:
@@ -143,23 +141,32 @@ def test_seeded_and_batchnorm_statistics_non_trivial(name):
 
 
 @pytest.mark.parametrize("name", list_spaces())
-def test_checkpoint_is_small_and_matches_the_factory(name):
+def test_factory_is_the_shipped_checkpoint(name):
+    """The registered supernet is the checkpoint, bit for bit, on any machine: it is loaded,
+    never recomputed (BatchNorm statistics from forward passes differ between CPUs)."""
     path = get_space(name).checkpoint
     assert path.is_file(), "run `python -m models.make_checkpoints`"
     assert path.stat().st_size < CHECKPOINT_LIMIT
     state = load_file(str(path))
-    net = get_space(name).build(seed=1)
-    net.load_state_dict(state, strict=True)
-    own, loaded = supernet(name).state_dict(), net.state_dict()
-    assert all(torch.equal(loaded[k], own[k]) for k in own)
+    own = supernet(name).state_dict()
+    assert set(own) == set(state)
+    assert all(torch.equal(own[k], state[k]) for k in own)
+    # a generated net of another seed has the same skeleton: the checkpoint loads strictly
+    other = get_space(name).generate(seed=1, calib_steps=0)
+    other.load_state_dict(state, strict=True)
 
 
 @pytest.mark.parametrize("name", list_spaces())
-def test_make_checkpoints_rewrites_the_same_bytes(name, tmp_path):
+def test_regeneration_is_deterministic_on_one_machine(name, tmp_path):
     from models.make_checkpoints import write_checkpoint
 
-    fresh = write_checkpoint(name, tmp_path)
-    assert fresh.read_bytes() == get_space(name).checkpoint.read_bytes()
+    first = write_checkpoint(name, tmp_path / "a")
+    second = write_checkpoint(name, tmp_path / "b")
+    assert first.read_bytes() == second.read_bytes()
+    # what a regeneration writes is what the factory loads: same keys, shapes and dtypes
+    fresh, shipped = load_file(str(first)), load_file(str(get_space(name).checkpoint))
+    assert {k: (v.shape, v.dtype) for k, v in fresh.items()} == {
+        k: (v.shape, v.dtype) for k, v in shipped.items()}
 
 
 # -- parity over the space ------------------------------------------------------------------------
@@ -308,7 +315,7 @@ def test_published_mobilenetv3(variant, full_size_mobilenetv3):
     reference.load_state_dict(dict(zip(theirs, ours.values())), strict=True)
     x = image_like((2, 3, 224, 224))
     with torch.no_grad():
-        assert torch.allclose(plain(x), reference(x), atol=1e-5, rtol=1e-4)
+        assert_within_noise(plain(x), reference(x), run_float64(reference, x))
     # SE placement: one squeeze-excite per SE block of the table.
     n_se = sum(type(m).__name__ == "SqueezeExcite" for m in plain.modules())
     assert n_se == sum(row[3] for row in table)
