@@ -130,7 +130,7 @@ def render(results: dict[str, Any]) -> str:
         s = e["median_s"]
         lines.append(
             f"- {exporter}: the export stage takes x{e['export_stage_over_bare_export']:.2f} the "
-            f"bare export; validate is the largest overhead ({s['validate']:.2f} s: supernet path, "
+            f"bare export; validate is the largest overhead ({s['validate']:.2f} s: "
             "the supernet path in float32 and float64, plain torch and onnxruntime at batch 1 "
             f"and 8); {s['untimed_reference_samples']:.2f} s of the wall time is outside the "
             "stages. Parity passed: "
