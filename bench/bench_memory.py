@@ -157,7 +157,7 @@ def child(method: str, folder: str, external: str) -> dict[str, Any]:
 
     for name, fn in zip(PHASES, (start, load, freeze, materialize, export)):
         phase(name, fn)
-    from subnet_export.export import state_bytes
+    from subnet_export.export.exporter import state_bytes
 
     net = state["net"]
     return {"phases": phases, "export": state["export"],

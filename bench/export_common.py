@@ -200,7 +200,7 @@ def ort_versions() -> dict[str, str]:
 
 
 def strip_zero_conv_bias(model: Any) -> int:
-    """The export's own pass (``subnet_export._onnx_passes``), for older files and baselines."""
-    from subnet_export._onnx_passes import strip_zero_conv_bias as core_pass
+    """The export's own pass (``subnet_export.export.passes``), for older files and baselines."""
+    from subnet_export.export.passes import strip_zero_conv_bias as core_pass
 
     return core_pass(model)

@@ -30,7 +30,7 @@ from torch import nn
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 import subnet_export as se  # noqa: E402
-from subnet_export.recalibrate import recalibrate_bn  # noqa: E402
+from subnet_export.recalibrate.bn import recalibrate_bn  # noqa: E402
 
 __all__ = ["DigitsSpace", "main"]
 

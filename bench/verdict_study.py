@@ -74,7 +74,7 @@ def old_rule(cands: list[np.ndarray], refs: list[np.ndarray], plain64: list[np.n
 def new_rule(cands: list[np.ndarray], refs: list[np.ndarray],
              oracle: list[np.ndarray]) -> tuple[bool, float, float]:
     """The noise rule on one output; (passed, ratio, floor)."""
-    from subnet_export.rule import DEFAULT_NOISE_FACTOR, noise_check
+    from subnet_export.parity.rule import DEFAULT_NOISE_FACTOR, noise_check
 
     check = noise_check("y", cands, refs, oracle, DEFAULT_NOISE_FACTOR)
     return check.passed, check.ratio, check.floor
@@ -370,7 +370,7 @@ def _rate(rows: list[dict[str, Any]], key: str) -> str:
 
 
 def markdown(result: dict[str, Any]) -> str:
-    from subnet_export.rule import DEFAULT_NOISE_FACTOR
+    from subnet_export.parity.rule import DEFAULT_NOISE_FACTOR
 
     ff, det = result["false_failures"], result["detection"]
     m = result["machine"]

@@ -20,7 +20,7 @@ sys.path.insert(0, str(ROOT))
 
 import subnet_export as se  # noqa: E402
 from models import get_space, list_spaces  # noqa: E402
-from subnet_export._onnx_info import op_types  # noqa: E402
+from subnet_export.export.graph import op_types  # noqa: E402
 from subnet_export.pipeline import export_subnet  # noqa: E402
 
 

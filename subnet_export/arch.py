@@ -16,11 +16,11 @@ from typing import Any
 
 from torch import nn
 
-from .choice import evaluate, leaves
 from .errors import ArchError, SearchSpaceError
-from .spec import ParameterSpec
+from .space.choice import evaluate, leaves
+from .space.placeholders import Placeholder
+from .space.spec import ParameterSpec
 from .supernet.base import BaseSuperNetModule, choice_attributes, iter_supernet_modules
-from .supernet.placeholders import Placeholder
 
 __all__ = ["fixed_arch", "freeze", "load_arch", "sample_arch", "search_space"]
 

@@ -92,8 +92,8 @@ def onnx_command(supernet: str, arch_path: str | None, weights: str | None, out_
     from .arch import load_arch
     from .errors import InputError
     from .loading import build_supernet, load_weights, parse_shape
+    from .parity.rule import Tolerance
     from .pipeline import STAGES, export_subnet
-    from .rule import Tolerance
 
     shapes = [parse_shape(s) for s in input_shapes]
     arch = _read_arch(load_arch, arch_path) if arch_path else None
@@ -176,7 +176,7 @@ def _default_shapes(net: Any, spec: str) -> list[tuple[int, ...]]:
 def verify_command(bundle: str, providers: str | None, atol: float | None, rtol: float | None,
                    noise_factor: float | None, as_json: bool, debug: bool) -> int:
     """Check a bundle's hashes and rerun its samples (onnxruntime only; no torch)."""
-    from .verify import verify_bundle
+    from .bundle.verify import verify_bundle
 
     report = verify_bundle(bundle, providers=_providers(providers), atol=atol, rtol=rtol,
                            noise_factor=noise_factor)
@@ -235,7 +235,7 @@ def sample_command(supernet: str, strategy: str | None, seed: int, debug: bool) 
 def gate_command(bundle: str, budget: str, baseline: str | None, as_json: bool,
                  debug: bool) -> int:
     """Fail (exit 1) when BUNDLE breaks its budget; print every violation."""
-    from .gating import Budget, gate
+    from .bundle.gate import Budget, gate
 
     report = gate(bundle, Budget.from_toml(budget), baseline)
     click.echo(report.format_table(), err=True)

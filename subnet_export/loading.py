@@ -21,9 +21,9 @@ import torch
 from torch import nn
 
 from .errors import CheckpointError, InputError
+from .space.placeholders import Placeholder
 from .supernet.base import BaseSuperNetModule
 from .supernet.convert import to_supernet
-from .supernet.placeholders import Placeholder
 
 __all__ = ["build_supernet", "file_sha256", "load_factory", "load_weights", "parse_shape"]
 

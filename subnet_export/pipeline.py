@@ -16,15 +16,15 @@ import numpy as np
 import torch
 from torch import nn
 
-from ._samples import sample_key
 from .arch import fixed_arch, freeze
-from .bundle import BundleManifest, write_bundle
+from .bundle.samples import sample_key
+from .bundle.write import BundleManifest, write_bundle
 from .errors import InputError
-from .export import export_onnx
-from .materialization import materialize, module_labels
-from .parity import ParityReport, Tolerance
-from .recalibrate import CalibrationInfo, recalibrate_bn
-from .validation import validate
+from .export.exporter import export_onnx
+from .parity.report import ParityReport, Tolerance
+from .parity.validate import validate
+from .plain.materialize import materialize, module_labels
+from .recalibrate.bn import CalibrationInfo, recalibrate_bn
 
 __all__ = ["STAGES", "RunResult", "export_subnet", "nonfinite_tensors"]
 

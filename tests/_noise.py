@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 import subnet_export as se
-from subnet_export.rule import DEFAULT_NOISE_FACTOR, noise_check
+from subnet_export.parity.rule import DEFAULT_NOISE_FACTOR, noise_check
 
 __all__ = ["NOISE_FACTOR", "assert_within_noise", "float64_path", "run_float64"]
 

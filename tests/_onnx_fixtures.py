@@ -12,7 +12,7 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
-from subnet_export.bundle import write_bundle
+from subnet_export.bundle.write import write_bundle
 
 __all__ = ["PARITY_OK", "gemm_model", "conv_model", "gemm_samples", "make_bundle"]
 

@@ -16,7 +16,7 @@ from _noise import NOISE_FACTOR, assert_within_noise, float64_path
 from torch import nn
 
 import subnet_export as se
-from subnet_export.supernet.placeholders import Placeholder
+from subnet_export.space.placeholders import Placeholder
 
 __all__ = [
     "NOISE_FACTOR",

@@ -15,11 +15,12 @@ import onnx
 import pytest
 from _onnx_fixtures import PARITY_OK, conv_model, gemm_model, gemm_samples, make_bundle
 
-from subnet_export import _atomic, bundle
-from subnet_export._hashing import digest_file
-from subnet_export.bundle import BundleManifest, write_bundle
+from subnet_export.bundle import atomic as _atomic
+from subnet_export.bundle import write as bundle
+from subnet_export.bundle.hashing import digest_file
+from subnet_export.bundle.verify import verify_bundle
+from subnet_export.bundle.write import BundleManifest, write_bundle
 from subnet_export.errors import InputError
-from subnet_export.verify import verify_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -210,7 +211,7 @@ _KILLER = textwrap.dedent("""
     import os, signal, sys
     from pathlib import Path
     sys.path.insert(0, sys.argv[2])
-    from subnet_export import bundle
+    from subnet_export.bundle import write as bundle
     from _onnx_fixtures import make_bundle
 
     def die(path, arrays):
@@ -305,7 +306,7 @@ _WRITER = textwrap.dedent("""
     from pathlib import Path
     sys.path.insert(0, sys.argv[3])
     from _onnx_fixtures import PARITY_OK, gemm_samples
-    from subnet_export.bundle import write_bundle
+    from subnet_export.bundle.write import write_bundle
     write_bundle(Path(sys.argv[2]), model_path=Path(sys.argv[1]), arch={"b": 1, "a": [2, 3]},
                  parity=PARITY_OK, samples=gemm_samples(), extra={"z": {"y": 1, "x": 2}})
 """)

@@ -8,7 +8,7 @@ import operator
 import pytest
 
 import subnet_export as se
-from subnet_export.choice import is_choice, leaves, possible_values
+from subnet_export.space.choice import is_choice, leaves, possible_values
 
 W = (16, 24, 32)
 K = (3, 5, 7)

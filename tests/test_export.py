@@ -14,7 +14,13 @@ from _noise import assert_within_noise, run_float64
 from _parity_models import MODELS, build, exported
 
 import subnet_export as se
-from subnet_export.export import ARCH_KEY, CHECKPOINT_KEY, VERSION_KEY, state_bytes
+from subnet_export.export.exporter import (
+    ARCH_KEY,
+    CHECKPOINT_KEY,
+    VERSION_KEY,
+    default_names,
+    state_bytes,
+)
 
 
 def _run(path, feeds):
@@ -29,8 +35,8 @@ def test_export_runs_at_batch_1_and_n(name, exporter):
     with torch.no_grad():
         out = model(*inputs)
     n_in, n_out = len(inputs), 1 if isinstance(out, torch.Tensor) else len(out)
-    assert result.input_names == se.export.default_names("input", n_in)
-    assert result.output_names == se.export.default_names("output", n_out)
+    assert result.input_names == default_names("input", n_in)
+    assert result.output_names == default_names("output", n_out)
     graph = onnx.load(str(result.path)).graph
     assert [i.name for i in graph.input] == list(result.input_names)
     assert [o.name for o in graph.output] == list(result.output_names)

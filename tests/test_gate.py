@@ -12,11 +12,11 @@ import pytest
 from _onnx_fixtures import PARITY_OK, make_bundle
 from onnx import TensorProto, helper
 
-from subnet_export._latency import bundle_feed
-from subnet_export._onnx_info import op_types
+from subnet_export.bundle.gate import Budget, LatencyBudget, gate, parity_max_abs_error
+from subnet_export.bundle.latency import bundle_feed
+from subnet_export.bundle.verify import load_manifest
 from subnet_export.errors import InputError, TamperError
-from subnet_export.gating import Budget, LatencyBudget, gate, parity_max_abs_error
-from subnet_export.verify import load_manifest
+from subnet_export.export.graph import op_types
 
 REPO = Path(__file__).resolve().parents[1]
 

@@ -8,7 +8,7 @@ from _parity_models import composite, exported
 from onnx import numpy_helper
 
 import subnet_export as se
-from subnet_export.locate import module_scopes
+from subnet_export.parity.locate import module_scopes
 
 TOL = se.Tolerance()  # the default rule: the float32 noise floor
 

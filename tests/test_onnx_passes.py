@@ -9,7 +9,7 @@ from _noise import assert_within_noise, run_float64
 from torch import nn
 
 import subnet_export as se
-from subnet_export._onnx_passes import strip_zero_conv_bias
+from subnet_export.export.passes import strip_zero_conv_bias
 
 
 class ConvBN(nn.Module):

@@ -14,7 +14,7 @@ from torch import nn
 
 import subnet_export as se
 from subnet_export.errors import InputError
-from subnet_export.recalibrate import CalibrationInfo, recalibrate_bn
+from subnet_export.recalibrate.bn import CalibrationInfo, recalibrate_bn
 from subnet_export.supernet.norm import ElasticBatchNorm2d
 
 #: Recalibrated statistics vs statistics computed here (float32 activations, float64 sums).

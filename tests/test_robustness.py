@@ -179,7 +179,7 @@ def test_nonfinite_weights_are_named_and_fail_parity(tmp_path, bad):
 def test_disk_full_during_bundle_leaves_nothing(tmp_path, monkeypatch, capsys):
     import errno
 
-    from subnet_export import _atomic
+    from subnet_export.bundle import atomic as _atomic
     from subnet_export.cli import main
 
     real = _atomic.os.fsync
@@ -217,8 +217,8 @@ def cli_bundle(tmp_path_factory) -> Path:
 def test_every_flipped_byte_is_caught(cli_bundle, tmp_path, name):
     import shutil
 
+    from subnet_export.bundle.verify import verify_bundle
     from subnet_export.errors import BundleError
-    from subnet_export.verify import verify_bundle
 
     size = (cli_bundle / name).stat().st_size
     positions = sorted({round(i * (size - 1) / (FLIPS_PER_FILE - 1))

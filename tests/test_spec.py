@@ -8,7 +8,7 @@ import math
 import pytest
 
 import subnet_export as se
-from subnet_export.spec import SPEC_KINDS
+from subnet_export.space.spec import SPEC_KINDS
 
 
 def test_value_spec_size_values_and_json() -> None:

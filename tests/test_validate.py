@@ -14,8 +14,9 @@ from _parity_models import MODELS, build, composite, exported
 from torch import nn
 
 import subnet_export as se
-from subnet_export.export import state_bytes
-from subnet_export.parity import SCHEMA_VERSION
+from subnet_export.export.exporter import state_bytes
+from subnet_export.parity.report import SCHEMA_VERSION
+from subnet_export.parity.rule import DEFAULT_NOISE_FACTOR
 
 #: None: the default rule (the noise floor, see test_parity_rule.py); explicit ones are elementwise
 TOL = None
@@ -36,7 +37,7 @@ def test_plain_models_pass(name, exporter):
     assert report.oracle == "plain-float64"
     assert all(c.noise is not None and c.noise_ratio is not None for c in cpu.comparisons)
     assert [n.output for n in cpu.noise] == list(dict.fromkeys(c.output for c in cpu.comparisons))
-    assert all(n.passed and n.factor == se.parity.DEFAULT_NOISE_FACTOR and n.floor > 0
+    assert all(n.passed and n.factor == DEFAULT_NOISE_FACTOR and n.floor > 0
                for n in cpu.noise)
 
 
@@ -308,8 +309,8 @@ class _Float32Only(nn.Module):
 
 
 def test_a_model_that_cannot_run_in_float64_has_no_oracle_and_says_so(tmp_path):
+    from subnet_export.bundle.verify import verify_bundle
     from subnet_export.pipeline import export_subnet
-    from subnet_export.verify import verify_bundle
 
     net = se.to_supernet(_Float32Only()).eval()
     arch = se.freeze(net, {"w": 3})

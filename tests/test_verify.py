@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 from _onnx_fixtures import PARITY_OK, gemm_model, gemm_samples, make_bundle
 
-from subnet_export.bundle import write_bundle
+from subnet_export.bundle.verify import check_files, require_intact, verify_bundle
+from subnet_export.bundle.write import write_bundle
 from subnet_export.errors import BundleError, TamperError
-from subnet_export.verify import check_files, require_intact, verify_bundle
 
 REPO = Path(__file__).resolve().parents[1]
 FILES = ["arch.json", "model.onnx", "net.onnx.data", "parity.json", "samples.npz"]
@@ -196,7 +196,7 @@ def test_an_unavailable_provider_is_an_input_error(fresh):
 _NO_TORCH = textwrap.dedent("""
     import sys
     sys.modules["torch"] = None  # any `import torch` now raises ImportError, as on an edge box
-    import subnet_export.verify as v
+    import subnet_export.bundle.verify as v
     report = v.verify_bundle(sys.argv[1])
     assert report.passed, report.format_table()
     loaded = sorted(m for m in sys.modules if m.split(".")[0] == "torch" and sys.modules[m])
@@ -216,7 +216,7 @@ def test_verify_runs_without_torch(fresh):
 
 def test_module_entry_point_exit_codes(fresh):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "subnet_export.verify", str(fresh), "--json"]
+    cmd = [sys.executable, "-m", "subnet_export.bundle.verify", str(fresh), "--json"]
     ok = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0 and json.loads(ok.stdout)["passed"] is True
     (fresh / "arch.json").write_text("{}")

@@ -7,7 +7,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import SearchSpaceError
-from . import placeholders as ph
+from ..space import placeholders as ph
 from .elastic import ElasticModule
 
 __all__ = ["ElasticMultiheadAttention"]

@@ -17,8 +17,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..choice import ChoiceExpr, evaluate, leaves
-from ..spec import ParameterSpec
+from ..space.choice import ChoiceExpr, evaluate, leaves
+from ..space.spec import ParameterSpec
 
 __all__ = [
     "BaseSuperNetModule",

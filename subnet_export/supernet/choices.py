@@ -8,10 +8,10 @@ from typing import Any
 import torch
 from torch import nn
 
-from ..choice import Choice
-from ..plain import ChosenEdges, SelectInputs, reduce_inputs, sum_terms
-from ..spec import ParameterSpec
-from . import placeholders as ph
+from ..plain.modules import ChosenEdges, SelectInputs, reduce_inputs, sum_terms
+from ..space import placeholders as ph
+from ..space.choice import Choice
+from ..space.spec import ParameterSpec
 from .base import BaseSuperNetModule, DifferentiableMixin, collect_sub_state, freeze_child
 
 __all__ = ["MixedEdgeChoice", "MixedInputChoice", "MixedLayerChoice", "MixedRepeat"]
@@ -116,7 +116,7 @@ class MixedEdgeChoice(DifferentiableMixin, BaseSuperNetModule):
     """The chosen edges' sum (sampling), or the softmax(alpha)-weighted sum of every edge (DARTS).
 
     Differentiable export keeps the ``n_chosen`` edges of largest weight. The plain module is a
-    :class:`~subnet_export.plain.ChosenEdges` holding the chosen edges' ops only, under
+    :class:`~subnet_export.plain.modules.ChosenEdges` holding the chosen edges' ops only, under
     ``ops.<k>`` (``k``-th chosen edge).
     """
 

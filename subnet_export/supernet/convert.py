@@ -6,9 +6,9 @@ from collections.abc import Sequence
 
 from torch import nn
 
-from ..choice import ChoiceExpr, evaluate, leaves
 from ..errors import SearchSpaceError
-from . import placeholders as ph
+from ..space import placeholders as ph
+from ..space.choice import ChoiceExpr, evaluate, leaves
 from .attention import ElasticMultiheadAttention
 from .base import STRATEGIES, BaseSuperNetModule
 from .choices import MixedEdgeChoice, MixedInputChoice, MixedLayerChoice, MixedRepeat

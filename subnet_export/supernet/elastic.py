@@ -14,11 +14,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..choice import assignments, evaluate, leaves
 from ..errors import SearchSpaceError
-from ..plain import LearnedTensor
-from ..spec import ParameterSpec
-from . import placeholders as ph
+from ..plain.modules import LearnedTensor
+from ..space import placeholders as ph
+from ..space.choice import assignments, evaluate, leaves
+from ..space.spec import ParameterSpec
 from .base import BaseSuperNetModule, DifferentiableMixin, copy_slice
 
 __all__ = ["ElasticConv2d", "ElasticLinear", "ElasticModule", "ElasticParameter",

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from . import placeholders as ph
+from ..space import placeholders as ph
 from .elastic import ElasticModule, check_positive
 
 __all__ = ["ElasticBatchNorm2d", "ElasticLayerNorm"]

@@ -12,10 +12,10 @@ from typing import Any
 
 from torch import nn
 
-from .arch import fixed_arch
-from .errors import MaterializeError
-from .supernet.base import BaseSuperNetModule, freeze_module, sub_state_dict
-from .supernet.placeholders import Placeholder
+from ..arch import fixed_arch
+from ..errors import MaterializeError
+from ..space.placeholders import Placeholder
+from ..supernet.base import BaseSuperNetModule, freeze_module, sub_state_dict
 
 __all__ = ["materialize", "module_labels"]
 

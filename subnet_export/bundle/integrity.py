@@ -9,9 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from ._hashing import digest_file, list_files
-from ._manifest import MANIFEST_NAME, BundleManifest
-from .errors import BundleError, TamperError
+from ..errors import BundleError, TamperError
+from .hashing import digest_file, list_files
+from .manifest import MANIFEST_NAME, BundleManifest
 
 __all__ = ["FileCheck", "check_files", "load_manifest", "require_intact", "tamper_message"]
 
@@ -41,6 +41,7 @@ class FileCheck:
 
 
 def tamper_message(bundle: str, bad: list[FileCheck]) -> str:
+    """One line naming every altered file of ``bundle`` and what to do."""
     named = ", ".join(f"{f.path} ({f.status})" for f in bad)
     return f"bundle {bundle} has been altered: {named}; do not deploy it, fetch it again"
 

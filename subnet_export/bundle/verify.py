@@ -14,11 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from ._integrity import FileCheck, check_files, load_manifest, require_intact, tamper_message
-from ._manifest import TOLERANCE_KEYS
-from ._samples import SampleCase, read_samples
-from .errors import BundleError, InputError, TamperError
-from .rule import NoiseCheck, noise_check
+from ..errors import BundleError, InputError, TamperError
+from ..parity.rule import NoiseCheck, noise_check
+from .integrity import FileCheck, check_files, load_manifest, require_intact, tamper_message
+from .manifest import TOLERANCE_KEYS
+from .samples import SampleCase, read_samples
 
 __all__ = ["FileCheck", "NoiseCheck", "SampleCheck", "VerifyReport", "check_files", "load_manifest",
            "require_intact", "verify_bundle"]
@@ -251,11 +251,11 @@ def verify_bundle(
 
 
 def _main(argv: list[str] | None = None) -> int:
-    """``python -m subnet_export.verify BUNDLE [--json]``: the same check without the CLI."""
+    """``python -m subnet_export.bundle.verify BUNDLE [--json]``: the same check without the CLI."""
     import argparse
     import sys
 
-    parser = argparse.ArgumentParser(prog="python -m subnet_export.verify")
+    parser = argparse.ArgumentParser(prog="python -m subnet_export.bundle.verify")
     parser.add_argument("bundle")
     parser.add_argument("--json", action="store_true")
     args = parser.parse_args(argv)

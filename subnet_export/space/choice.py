@@ -12,7 +12,7 @@ import operator
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from .errors import ArchError, SearchSpaceError
+from ..errors import ArchError, SearchSpaceError
 
 __all__ = ["Choice", "ChoiceExpr", "compose", "evaluate", "is_choice", "leaves", "possible_values"]
 

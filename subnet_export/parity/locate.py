@@ -22,7 +22,7 @@ import onnx
 import torch
 from torch import nn
 
-from .parity import OutputComparison, Tolerance
+from .report import OutputComparison, Tolerance
 from .rule import describe_failure, noise_check, tolerance_for
 
 __all__ = ["Divergence", "locate_divergence", "locate_torch_divergence", "module_scopes"]

@@ -29,7 +29,7 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["atomic_directory", "check_destination", "clean_stale", "copy_file", "write_file"]
 

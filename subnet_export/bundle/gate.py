@@ -14,11 +14,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ._budget import Budget, LatencyBudget
-from ._integrity import require_intact
-from ._latency import LatencyResult, bundle_feed, compare_latency
-from ._manifest import BundleManifest
-from .errors import BundleError
+from ..errors import BundleError
+from .budget import Budget, LatencyBudget
+from .integrity import require_intact
+from .latency import LatencyResult, bundle_feed, compare_latency
+from .manifest import BundleManifest
 
 __all__ = ["Budget", "GateCheck", "GateReport", "LatencyBudget", "gate", "parity_max_abs_error"]
 
@@ -146,7 +146,7 @@ def _static_checks(root: Path, manifest: BundleManifest, budget: Budget) -> list
         checks.append(GateCheck("max_opset", manifest.opset <= budget.max_opset, manifest.opset,
                                 budget.max_opset))
     if budget.allowed_ops is not None:
-        from ._onnx_info import load_model, op_types
+        from ..export.graph import load_model, op_types
 
         try:
             ops = op_types(load_model(root / manifest.model_file))

@@ -6,7 +6,7 @@ import itertools
 from dataclasses import dataclass
 from typing import Any
 
-from .errors import ArchError
+from ..errors import ArchError
 
 __all__ = ["ParameterSpec", "SPEC_KINDS"]
 

@@ -28,9 +28,9 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from ._calib_data import Batches, select, split, to_tensors
-from .errors import InputError, SubnetExportError
-from .supernet.norm import ElasticBatchNorm2d
+from ..errors import InputError, SubnetExportError
+from ..supernet.norm import ElasticBatchNorm2d
+from .data import Batches, select, split, to_tensors
 
 __all__ = ["METHODS", "CalibrationInfo", "recalibrate_bn"]
 

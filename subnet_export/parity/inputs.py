@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import InputError
+from ..errors import InputError
 
 __all__ = ["InputSet", "make_inputs"]
 

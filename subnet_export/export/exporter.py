@@ -23,8 +23,8 @@ import onnx
 import torch
 from torch import nn
 
-from ._onnx_passes import strip_zero_conv_bias
-from .errors import ExportError
+from ..errors import ExportError
+from .passes import strip_zero_conv_bias
 
 __all__ = [
     "ARCH_KEY",
@@ -153,7 +153,7 @@ def export_onnx(
     Raises:
         ExportError: tracing, saving or the checker failed; the message names the step.
     """
-    from . import __version__
+    from .. import __version__
 
     target = Path(path)
     if not target.parent.is_dir():

@@ -21,11 +21,11 @@ import onnx
 import torch
 from torch import nn
 
-from .arch import fixed_arch
-from .errors import InputError
+from ..arch import fixed_arch
+from ..errors import InputError
+from ..plain.materialize import module_labels as module_labels_of
 from .inputs import InputSet, make_inputs
-from .materialization import module_labels as module_labels_of
-from .parity import BackendResult, ParityReport, SetArrays, Tolerance, tolerance_for
+from .report import BackendResult, ParityReport, SetArrays, Tolerance, tolerance_for
 
 __all__ = ["DEFAULT_PROVIDERS", "InputSet", "make_inputs", "validate"]
 
@@ -106,7 +106,7 @@ def validate(
     Raises:
         InputError: the ONNX file or the samples cannot be read.
     """
-    from . import __version__
+    from .. import __version__
 
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():

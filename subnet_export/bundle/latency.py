@@ -14,9 +14,9 @@ from typing import Any
 
 import numpy as np
 
-from ._manifest import BundleManifest
-from ._samples import read_samples
-from .errors import BundleError
+from ..errors import BundleError
+from .manifest import BundleManifest
+from .samples import read_samples
 
 __all__ = ["LatencyResult", "bundle_feed", "compare_latency"]
 

@@ -13,9 +13,9 @@ from typing import Any
 
 from torch import nn
 
-from ..choice import Choice, ChoiceExpr, is_choice, leaves
 from ..errors import SearchSpaceError
-from ..plain import LearnedTensor
+from ..plain.modules import LearnedTensor
+from .choice import Choice, ChoiceExpr, is_choice, leaves
 
 __all__ = [
     "BatchNorm2d",
@@ -126,7 +126,7 @@ class Parameter(Placeholder):
 
     A module that returns the tensor: ``self.cls_token = se.Parameter(1, 1, embed)``, then
     ``self.cls_token()`` in ``forward`` (a ViT's cls token and position embedding, sliced by the
-    embed dim). Without a choice it is a plain :class:`~subnet_export.plain.LearnedTensor`.
+    embed dim). Without a choice it is a plain :class:`~subnet_export.plain.modules.LearnedTensor`.
 
     Args:
         *shape: the sizes, ints or choices (and expressions) of ints.

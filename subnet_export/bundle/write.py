@@ -26,13 +26,13 @@ from typing import Any
 
 import numpy as np
 
-from . import __version__
-from ._atomic import atomic_directory, check_destination, copy_file, write_file
-from ._hashing import digest_file, list_files
-from ._manifest import MANIFEST_NAME, TOLERANCE_KEYS, BundleManifest
-from ._samples import SampleCase, parse_samples, sample_key, write_samples
-from .errors import InputError
-from .rule import DEFAULT_NOISE_FACTOR
+from .. import __version__
+from ..errors import InputError
+from ..parity.rule import DEFAULT_NOISE_FACTOR
+from .atomic import atomic_directory, check_destination, copy_file, write_file
+from .hashing import digest_file, list_files
+from .manifest import MANIFEST_NAME, TOLERANCE_KEYS, BundleManifest
+from .samples import SampleCase, parse_samples, sample_key, write_samples
 
 __all__ = ["DEFAULT_TOLERANCE", "MODEL_NAME", "BundleManifest", "sample_key", "write_bundle"]
 
@@ -145,7 +145,7 @@ def _check_samples(cases: list[SampleCase], inputs: list[dict[str, Any]],
 
 
 def _read_model(model_path: Path) -> tuple[Any, list[str]]:
-    from . import _onnx_info  # onnx is only needed here, not by readers of the manifest
+    from ..export import graph as _onnx_info
 
     if not model_path.is_file():
         raise InputError(f"model file {model_path} does not exist; export the model first")
@@ -212,7 +212,7 @@ def write_bundle(
     extra = dict(extra or {})
     check_destination(out_dir.absolute(), force=force, marker=MANIFEST_NAME)
 
-    from . import _onnx_info
+    from ..export import graph as _onnx_info
 
     model, locations = _read_model(model_path)
     inputs, outputs = _onnx_info.io_signature(model)

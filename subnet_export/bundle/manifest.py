@@ -11,7 +11,7 @@ import json
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-from .errors import BundleError
+from ..errors import BundleError
 
 __all__ = ["MANIFEST_NAME", "SCHEMA", "SCHEMA_VERSION", "TOLERANCE_KEYS", "BundleManifest"]
 
