@@ -10,7 +10,7 @@ import importlib
 import sys
 from typing import Any
 
-__version__ = "0.1.0"
+from .version import __version__
 
 # public name -> module that defines it
 _EXPORTS: dict[str, str] = {
@@ -48,11 +48,12 @@ _EXPORTS: dict[str, str] = {
     "sum_terms": "plain.modules",
     # supernet contract
     "BaseSuperNetModule": "supernet.base",
-    "sub_state_dict": "supernet.base",
+    "sub_state_dict": "supernet.walk",
     "to_supernet": "supernet.convert",
     # stages
     "search_space": "arch",
     "freeze": "arch",
+    "FrozenArch": "arch",
     "fixed_arch": "arch",
     "sample_arch": "arch",
     "load_arch": "arch",
@@ -68,7 +69,7 @@ _EXPORTS: dict[str, str] = {
     "Tolerance": "parity.rule",
     "NoiseCheck": "parity.rule",
     "locate_divergence": "parity.locate",
-    "Divergence": "parity.locate",
+    "Divergence": "parity.report",
     "recalibrate_bn": "recalibrate.bn",
     "CalibrationInfo": "recalibrate.bn",
     "write_bundle": "bundle.write",

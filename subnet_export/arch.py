@@ -10,19 +10,19 @@ import contextlib
 import difflib
 import json
 import random
+import weakref
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from .errors import ArchError, SearchSpaceError
-from .space.choice import evaluate, leaves
-from .space.placeholders import Placeholder
+from .errors import ArchError
 from .space.spec import ParameterSpec
-from .supernet.base import BaseSuperNetModule, choice_attributes, iter_supernet_modules
+from .supernet.state import apply_arch, exported_arch, resample_arch
+from .supernet.walk import collect_specs
 
-__all__ = ["fixed_arch", "freeze", "load_arch", "sample_arch", "search_space"]
+__all__ = ["FrozenArch", "fixed_arch", "freeze", "load_arch", "sample_arch", "search_space"]
 
 Arch = dict[str, Any]
 
@@ -38,42 +38,35 @@ def search_space(supernet: nn.Module) -> dict[str, ParameterSpec]:
         SearchSpaceError: placeholders are left (``to_supernet`` was not called), or one label
             has two different specs.
     """
-    specs: dict[str, ParameterSpec] = {}
-
-    def add(spec: ParameterSpec, where: str) -> None:
-        prev = specs.get(spec.label)
-        if prev is not None and _depth_read_as_value(prev, spec):
-            if spec.kind == "depth":  # keep the label's place in module order
-                specs[spec.label] = spec
-            return
-        if prev is not None and prev != spec:
-            raise SearchSpaceError(
-                f"label {spec.label!r} at {where!r} is {spec.kind} {list(spec.candidates)}, "
-                f"but elsewhere {prev.kind} {list(prev.candidates)}; "
-                "one label must mean one choice everywhere")
-        specs.setdefault(spec.label, spec)
-
-    for path, module in supernet.named_modules():
-        if isinstance(module, Placeholder):
-            raise SearchSpaceError(
-                f"{type(module).__name__} at {path or '<root>'!r} is still a placeholder; "
-                "call se.to_supernet(space) first")
-        if isinstance(module, BaseSuperNetModule):
-            for spec in module.search_space_spec().values():
-                add(spec, path)
-    for path, _, attr, expr in choice_attributes(supernet):
-        for label, choice in leaves(expr).items():
-            add(ParameterSpec(label, "value", choice.candidates), f"{path}.{attr}")
-    return specs
+    return collect_specs(supernet)
 
 
-def _depth_read_as_value(a: ParameterSpec, b: ParameterSpec) -> bool:
-    # Same candidates with the same types: a depth 2 and a value 2.0 are different labels.
-    return ({a.kind, b.kind} == {"depth", "value"}
-            and [(type(c), c) for c in a.candidates] == [(type(c), c) for c in b.candidates])
+class FrozenArch(dict):
+    """A complete arch validated against one supernet: what :func:`freeze` returns.
+
+    It is an ordinary ``{label: value}`` dict for reading (JSON, comparison, ``dict(arch)``), but
+    cannot be changed, and :func:`freeze` (so ``fixed_arch``, ``materialize``, ``validate``)
+    takes it as it is for the supernet it was made for, instead of validating it again.
+    """
+
+    def __init__(self, values: Mapping[str, Any], supernet: nn.Module) -> None:
+        super().__init__(values)
+        self._of = weakref.ref(supernet)
+
+    def valid_for(self, supernet: nn.Module) -> bool:
+        """Whether this arch was validated against ``supernet`` itself."""
+        return self._of() is supernet
+
+    def _frozen(self, *args: Any, **kwargs: Any) -> None:
+        raise TypeError("a frozen arch cannot change; dict(arch) is a copy that can")
+
+    __setitem__ = __delitem__ = update = pop = popitem = clear = setdefault = _frozen
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (dict, (dict(self),))  # a pickled or copied arch is an ordinary dict
 
 
-def freeze(supernet: nn.Module, arch: Mapping[str, Any] | None = None) -> Arch:
+def freeze(supernet: nn.Module, arch: Mapping[str, Any] | None = None) -> FrozenArch:
     """Return a complete, valid arch for ``supernet``.
 
     Args:
@@ -82,16 +75,19 @@ def freeze(supernet: nn.Module, arch: Mapping[str, Any] | None = None) -> Arch:
             architecture weights for differentiable modules, the current sample otherwise).
 
     Returns:
-        ``{label: value}`` in search-space order; input choices as sorted index lists.
+        A :class:`FrozenArch`: ``{label: value}`` in search-space order; input choices as
+        sorted index lists. A FrozenArch of this supernet is returned as it is.
 
     Raises:
         ArchError: an unknown or missing label, a value that is not a candidate or of the wrong
             type, or conflicting values for one label. The message names the label and the
             valid values.
     """
+    if isinstance(arch, FrozenArch) and arch.valid_for(supernet):
+        return arch
     specs = search_space(supernet)
     if arch is None:
-        arch = _exported(supernet)
+        arch = exported_arch(supernet)
     if not isinstance(arch, Mapping):
         raise ArchError(
             f"an arch must be a JSON object {{label: value}}, got {type(arch).__name__}")
@@ -108,22 +104,7 @@ def freeze(supernet: nn.Module, arch: Mapping[str, Any] | None = None) -> Arch:
                 f"label {label!r} is missing from the arch; valid values are {spec.describe()}",
                 label)
         out[label] = spec.validate(arch[label])
-    return out
-
-
-def _exported(supernet: nn.Module) -> Arch:
-    memo: Arch = {}
-    for path, module in iter_supernet_modules(supernet):
-        for label, value in module.export(memo).items():
-            memo[label] = value
-    for path, module, attr, expr in choice_attributes(supernet):
-        # Leaf values no module exports come from the arch last applied to the attribute
-        # (recorded by _apply); the value alone cannot be inverted for a * b or k // 2.
-        applied = module.__dict__.get("_se_choice_leaves", {}).get(attr, {})
-        for label, choice in leaves(expr).items():
-            if label not in memo:
-                memo[label] = applied.get(label, choice.candidates[0])
-    return memo
+    return FrozenArch(out, supernet)
 
 
 def load_arch(path: str | Path) -> Arch:
@@ -155,56 +136,27 @@ def load_arch(path: str | Path) -> Arch:
     return data
 
 
-def _apply(supernet: nn.Module, arch: Arch, fixed: bool | None) -> None:
-    for _, module in iter_supernet_modules(supernet):
-        module.set_arch(arch)
-        if fixed is not None:
-            module._fixed = fixed
-    for _, module, attr, expr in choice_attributes(supernet):
-        setattr(module, attr, evaluate(expr, arch))
-        module.__dict__.setdefault("_se_choice_leaves", {})[attr] = {
-            lb: arch[lb] for lb in leaves(expr)}
-
-
-def sample_arch(supernet: nn.Module, seed: int | None = None) -> Arch:
+def sample_arch(supernet: nn.Module, seed: int | None = None) -> FrozenArch:
     """Resample every module (labels shared through one memo) and return the complete arch.
 
     The supernet is left on that sample, as a sampling strategy's ``resample`` leaves it.
     """
-    rng = random.Random(seed)
-    memo: Arch = {}
-    for _, module in iter_supernet_modules(supernet):
-        memo.update(module.resample(memo, rng))
-    for _, _, _, expr in choice_attributes(supernet):
-        for label, choice in leaves(expr).items():
-            if label not in memo:
-                memo[label] = rng.choice(choice.candidates)
-    arch = freeze(supernet, memo)
-    _apply(supernet, arch, None)
+    arch = freeze(supernet, resample_arch(supernet, random.Random(seed)))
+    apply_arch(supernet, arch)
     return arch
 
 
 @contextlib.contextmanager
-def fixed_arch(supernet: nn.Module, arch: Mapping[str, Any] | None = None) -> Iterator[Arch]:
+def fixed_arch(supernet: nn.Module,
+               arch: Mapping[str, Any] | None = None) -> Iterator[FrozenArch]:
     """Run the supernet on one path: inside, ``supernet(x)`` computes the subnet ``arch``.
 
     Differentiable modules stop mixing and follow the arch. The previous state (samples,
     attribute values) is restored on exit. Yields the validated arch.
     """
     arch = freeze(supernet, arch)
-    saved = [(m, dict(m._arch), m._fixed) for _, m in iter_supernet_modules(supernet)]
-    saved_attrs = [(m, attr, getattr(m, attr), m.__dict__.get("_se_choice_leaves", {}).get(attr))
-                   for _, m, attr, _ in choice_attributes(supernet)]
+    state = apply_arch(supernet, arch, fixed=True)
     try:
-        _apply(supernet, arch, True)
         yield arch
     finally:
-        for module, state, was_fixed in saved:
-            module._arch, module._fixed = state, was_fixed
-        for module, attr, value, applied in saved_attrs:
-            setattr(module, attr, value)
-            recorded = module.__dict__.setdefault("_se_choice_leaves", {})
-            if applied is None:
-                recorded.pop(attr, None)
-            else:
-                recorded[attr] = applied
+        state.restore()

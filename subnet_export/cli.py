@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from . import __version__
 from .errors import SubnetExportError
+from .version import __version__
 
 __all__ = ["cli", "main"]
 

@@ -264,3 +264,43 @@ def test_errors_are_value_errors_for_callers_that_catch_those() -> None:
     assert issubclass(se.ArchError, ValueError) and issubclass(se.SearchSpaceError, ValueError)
     with pytest.raises(ValueError):
         se.freeze(se.to_supernet(CompositeSpace()), {"w": 3})
+
+
+# -- a frozen arch is validated once ---------------------------------------------------------------
+def test_a_frozen_arch_is_taken_as_it_is_by_its_own_supernet(net, good, monkeypatch) -> None:
+    import copy
+
+    from subnet_export import arch as arch_module
+
+    frozen = se.freeze(net, dict(good))
+    assert isinstance(frozen, se.FrozenArch) and frozen == good and frozen.valid_for(net)
+    assert json.loads(json.dumps(frozen)) == dict(frozen)
+    calls = []
+    real = arch_module.collect_specs
+    monkeypatch.setattr(arch_module, "collect_specs", lambda m: calls.append(m) or real(m))
+    assert se.freeze(net, frozen) is frozen
+    with se.fixed_arch(net, frozen) as inside:
+        assert inside is frozen
+    se.materialize(net, frozen)
+    assert calls == []  # not one more validation
+    # another supernet (a copy) validates it again, and a plain dict is always validated
+    other = copy.deepcopy(net)
+    assert not frozen.valid_for(other)
+    assert se.freeze(other, frozen) == frozen and len(calls) == 1
+    se.freeze(net, dict(frozen))
+    assert len(calls) == 2
+
+
+def test_a_frozen_arch_cannot_change(net, good) -> None:
+    frozen = se.freeze(net, dict(good))
+    label = next(iter(frozen))
+    for change in (lambda a: a.__setitem__(label, 1), lambda a: a.update({label: 1}),
+                   lambda a: a.pop(label), lambda a: a.clear(), lambda a: a.setdefault("x", 1)):
+        with pytest.raises(TypeError, match="cannot change"):
+            change(frozen)
+    copy_ = dict(frozen)
+    copy_[label] = "edited"  # a copy is an ordinary dict
+    import copy as copy_module
+    import pickle
+
+    assert type(copy_module.deepcopy(frozen)) is dict and pickle.loads(pickle.dumps(frozen)) == good

@@ -26,9 +26,9 @@ from typing import Any
 
 import numpy as np
 
-from .. import __version__
 from ..errors import InputError
 from ..parity.rule import DEFAULT_NOISE_FACTOR
+from ..version import __version__
 from .atomic import atomic_directory, check_destination, copy_file, write_file
 from .hashing import digest_file, list_files
 from .manifest import MANIFEST_NAME, TOLERANCE_KEYS, BundleManifest

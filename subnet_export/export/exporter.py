@@ -24,6 +24,7 @@ import torch
 from torch import nn
 
 from ..errors import ExportError
+from ..version import __version__
 from .passes import strip_zero_conv_bias
 
 __all__ = [
@@ -153,8 +154,6 @@ def export_onnx(
     Raises:
         ExportError: tracing, saving or the checker failed; the message names the step.
     """
-    from .. import __version__
-
     target = Path(path)
     if not target.parent.is_dir():
         raise ExportError(f"export: folder {target.parent} does not exist; create it first")

@@ -13,7 +13,6 @@ from __future__ import annotations
 import ast
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,58 +21,12 @@ import onnx
 import torch
 from torch import nn
 
-from .report import OutputComparison, Tolerance
+from .report import Divergence, OutputComparison, Tolerance
 from .rule import describe_failure, noise_check, tolerance_for
 
 __all__ = ["Divergence", "locate_divergence", "locate_torch_divergence", "module_scopes"]
 
 _NO_MODULE = "_empty_nn_module_stack_from_metadata_hook"
-
-
-@dataclass(frozen=True)
-class Divergence:
-    """Where the plain model and the ONNX model first disagree.
-
-    Attributes:
-        module: path of the first diverging module in execution order (``blocks.1.conv``), or
-            None when no module output could be blamed (``reason`` says why).
-        labels: supernet labels that chose this module (from ``module_labels``), nearest
-            labelled ancestor when the module itself has none.
-        tensor: the ONNX value compared for that module.
-        max_abs_error: largest finite difference at that module.
-        nan_count: NaN/Inf elements in either side at that module.
-        checked: how many module outputs were compared before stopping.
-        unmapped: modules with no ONNX counterpart (fused away, identity, called twice).
-        reason: one line a user can act on.
-    """
-
-    module: str | None
-    reason: str
-    labels: list[str] = field(default_factory=list)
-    tensor: str = ""
-    max_abs_error: float = 0.0
-    nan_count: int = 0
-    checked: int = 0
-    unmapped: list[str] = field(default_factory=list)
-
-    def describe(self) -> str:
-        """One human line, e.g. ``first divergence: blocks.1.conv (labels: ks1) ...``."""
-        if self.module is None:
-            return f"first divergence: not located ({self.reason})"
-        labels = f" (labels: {', '.join(self.labels)})" if self.labels else ""
-        return f"first divergence: {self.module}{labels}: {self.reason}"
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready dict; an infinite error is written as the string "inf"."""
-        data = asdict(self)
-        if not np.isfinite(data["max_abs_error"]):
-            data["max_abs_error"] = str(data["max_abs_error"])
-        return data
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Divergence:
-        """Inverse of :meth:`to_dict`."""
-        return cls(**{**data, "max_abs_error": float(data["max_abs_error"])})
 
 
 def module_scopes(node: onnx.NodeProto) -> list[str]:

@@ -10,8 +10,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
@@ -26,14 +27,12 @@ from .rule import (
     tolerance_for,
 )
 
-if TYPE_CHECKING:
-    from .locate import Divergence
-
 __all__ = [
     "DEFAULT_NOISE_FACTOR",
     "DEFAULT_NOISE_FACTORS",
     "SCHEMA_VERSION",
     "BackendResult",
+    "Divergence",
     "NoiseCheck",
     "OutputComparison",
     "ParityReport",
@@ -231,6 +230,52 @@ class BackendResult:
 
 
 @dataclass(frozen=True)
+class Divergence:
+    """Where the plain model and the ONNX model first disagree.
+
+    Attributes:
+        module: path of the first diverging module in execution order (``blocks.1.conv``), or
+            None when no module output could be blamed (``reason`` says why).
+        labels: supernet labels that chose this module (from ``module_labels``), nearest
+            labelled ancestor when the module itself has none.
+        tensor: the ONNX value compared for that module.
+        max_abs_error: largest finite difference at that module.
+        nan_count: NaN/Inf elements in either side at that module.
+        checked: how many module outputs were compared before stopping.
+        unmapped: modules with no ONNX counterpart (fused away, identity, called twice).
+        reason: one line a user can act on.
+    """
+
+    module: str | None
+    reason: str
+    labels: list[str] = field(default_factory=list)
+    tensor: str = ""
+    max_abs_error: float = 0.0
+    nan_count: int = 0
+    checked: int = 0
+    unmapped: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """One human line, e.g. ``first divergence: blocks.1.conv (labels: ks1) ...``."""
+        if self.module is None:
+            return f"first divergence: not located ({self.reason})"
+        labels = f" (labels: {', '.join(self.labels)})" if self.labels else ""
+        return f"first divergence: {self.module}{labels}: {self.reason}"
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready dict; an infinite error is written as the string "inf"."""
+        data = asdict(self)
+        if not np.isfinite(data["max_abs_error"]):
+            data["max_abs_error"] = str(data["max_abs_error"])
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Divergence:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{**data, "max_abs_error": float(data["max_abs_error"])})
+
+
+@dataclass(frozen=True)
 class SetArrays:
     """One input set's arrays from a validation run: inputs, reference and oracle outputs."""
 
@@ -306,8 +351,6 @@ class ParityReport:
         Raises:
             ValueError: the schema version is not one this version reads.
         """
-        from .locate import Divergence
-
         data = json.loads(text)
         if data.get("schema_version") != SCHEMA_VERSION:
             raise ValueError(f"parity report schema {data.get('schema_version')!r} is not "

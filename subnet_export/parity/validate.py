@@ -24,6 +24,7 @@ from torch import nn
 from ..arch import fixed_arch
 from ..errors import InputError
 from ..plain.materialize import module_labels as module_labels_of
+from ..version import __version__
 from .inputs import InputSet, make_inputs
 from .report import BackendResult, ParityReport, SetArrays, Tolerance, tolerance_for
 
@@ -106,8 +107,6 @@ def validate(
     Raises:
         InputError: the ONNX file or the samples cannot be read.
     """
-    from .. import __version__
-
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise InputError(f"validate: {onnx_path} does not exist; export the model first")

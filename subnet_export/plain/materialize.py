@@ -15,7 +15,8 @@ from torch import nn
 from ..arch import fixed_arch
 from ..errors import MaterializeError
 from ..space.placeholders import Placeholder
-from ..supernet.base import BaseSuperNetModule, freeze_module, sub_state_dict
+from ..supernet.base import BaseSuperNetModule
+from ..supernet.walk import freeze_module, sub_state_dict
 
 __all__ = ["materialize", "module_labels"]
 

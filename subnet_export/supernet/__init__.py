@@ -1,9 +1,7 @@
-"""Supernet side: search-space placeholders, supernet modules and the one-shot contract."""
+"""The supernet side: the one-shot module contract, tree walkers and state, supernet modules.
 
-from __future__ import annotations
-
-from .base import STRATEGIES, BaseSuperNetModule, freeze_module, sub_state_dict
-from .convert import DEFAULT_HOOKS, to_supernet
-
-__all__ = ["BaseSuperNetModule", "DEFAULT_HOOKS", "STRATEGIES", "freeze_module",
-           "sub_state_dict", "to_supernet"]
+``base`` (the contract), ``walk`` (modules, search space, sub state dict, plain skeleton of a
+tree), ``attrs`` (choices kept as attributes), ``state`` (the arch a tree is on), ``elastic``,
+``norm``, ``attention`` (elastic layers), ``choices`` (layer, input and edge choices, repeat),
+``convert`` (``to_supernet``).
+"""

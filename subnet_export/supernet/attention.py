@@ -65,7 +65,7 @@ class ElasticMultiheadAttention(ElasticModule):
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
                 attn_mask=None, average_attn_weights=True, is_causal=False):
-        if self._mixing():
+        if self.mixing():
             # Full width under the differentiable mixture; the arch weights act through
             # the layers that feed it.
             v = self.values(self._max_assignment)

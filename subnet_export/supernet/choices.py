@@ -12,7 +12,8 @@ from ..plain.modules import ChosenEdges, SelectInputs, reduce_inputs, sum_terms
 from ..space import placeholders as ph
 from ..space.choice import Choice
 from ..space.spec import ParameterSpec
-from .base import BaseSuperNetModule, DifferentiableMixin, collect_sub_state, freeze_child
+from .base import BaseSuperNetModule, DifferentiableMixin
+from .walk import collect_sub_state, freeze_child
 
 __all__ = ["MixedEdgeChoice", "MixedInputChoice", "MixedLayerChoice", "MixedRepeat"]
 
@@ -57,7 +58,7 @@ class MixedLayerChoice(DifferentiableMixin, BaseSuperNetModule):
         return self._modules[self.current_arch()[self.label]]
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
-        if self.strategy == "differentiable" and not self._fixed:
+        if self.mixing():
             weights = torch.softmax(self.alpha(self.label), -1)
             return _weighted_sum(weights, [self._modules[n](*args, **kwargs) for n in self.names])
         return self.chosen()(*args, **kwargs)
@@ -99,7 +100,7 @@ class MixedInputChoice(DifferentiableMixin, BaseSuperNetModule):
         return sorted(self.alpha(label).topk(self.n_chosen).indices.tolist())
 
     def forward(self, inputs):
-        if self.strategy == "differentiable" and not self._fixed:
+        if self.mixing():
             weights = torch.softmax(self.alpha(self.label), -1)
             return _weighted_sum(weights, list(inputs))
         return reduce_inputs([inputs[i] for i in self.current_arch()[self.label]],
@@ -149,7 +150,7 @@ class MixedEdgeChoice(DifferentiableMixin, BaseSuperNetModule):
         return self._modules[str(j)]
 
     def forward(self, inputs):
-        if self.strategy == "differentiable" and not self._fixed:
+        if self.mixing():
             weights = torch.softmax(self.alpha(self.label), -1)
             return _weighted_sum(weights, [self.edge(j)(inputs[j]) for j in range(self.n_edges)])
         return sum_terms([(self.edge(j), inputs[j]) for j in self.current_arch()[self.label]])
@@ -201,7 +202,7 @@ class MixedRepeat(DifferentiableMixin, BaseSuperNetModule):
         return [self._modules[str(i)] for i in range(depth)]
 
     def forward(self, x):
-        if self.strategy == "differentiable" and not self._fixed:
+        if self.mixing():
             depths = self.depth_choice.candidates
             outputs, out = {}, x
             for i in range(max(depths) + 1):

@@ -8,12 +8,13 @@ from torch import nn
 
 from ..errors import SearchSpaceError
 from ..space import placeholders as ph
-from ..space.choice import ChoiceExpr, evaluate, leaves
 from .attention import ElasticMultiheadAttention
+from .attrs import record_choice_attributes
 from .base import STRATEGIES, BaseSuperNetModule
 from .choices import MixedEdgeChoice, MixedInputChoice, MixedLayerChoice, MixedRepeat
 from .elastic import ElasticConv2d, ElasticLinear, ElasticParameter
 from .norm import ElasticBatchNorm2d, ElasticLayerNorm
+from .walk import collect_specs
 
 __all__ = ["DEFAULT_HOOKS", "to_supernet"]
 
@@ -51,10 +52,8 @@ def to_supernet(space: nn.Module, strategy: str = "sampling", *,
     memo: dict = {}
     kwargs = {"strategy": strategy}
     root = _convert(space, "", memo, all_hooks, kwargs)
-    _record_choice_attributes(root)
-    from ..arch import search_space  # checks label consistency across the tree
-
-    search_space(root)
+    record_choice_attributes(root, skip=BaseSuperNetModule)
+    collect_specs(root)  # checks label consistency across the tree
     return root
 
 
@@ -81,18 +80,3 @@ def _mutate(module: nn.Module, name: str, memo: dict, hooks, kwargs) -> nn.Modul
     if isinstance(module, ph.Repeat):
         return nn.Sequential(*module.children())
     return module.to_plain()
-
-
-def _record_choice_attributes(root: nn.Module) -> None:
-    # Choices a user module keeps as attributes (``self.heads``, used in forward) are moved to
-    # ``_se_choice_attrs`` and the attribute holds the current value; fixed_arch updates it.
-    for path, module in root.named_modules():
-        if isinstance(module, BaseSuperNetModule):
-            continue
-        found = {k: v for k, v in vars(module).items() if isinstance(v, ChoiceExpr)}
-        if not found:
-            continue
-        module.__dict__.setdefault("_se_choice_attrs", {}).update(found)
-        for attr, expr in found.items():
-            first = {lb: c.candidates[0] for lb, c in leaves(expr).items()}
-            setattr(module, attr, evaluate(expr, first))

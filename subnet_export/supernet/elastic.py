@@ -19,7 +19,8 @@ from ..plain.modules import LearnedTensor
 from ..space import placeholders as ph
 from ..space.choice import assignments, evaluate, leaves
 from ..space.spec import ParameterSpec
-from .base import BaseSuperNetModule, DifferentiableMixin, copy_slice
+from .base import BaseSuperNetModule, DifferentiableMixin
+from .walk import copy_slice
 
 __all__ = ["ElasticConv2d", "ElasticLinear", "ElasticModule", "ElasticParameter",
            "check_positive"]
@@ -64,9 +65,6 @@ class ElasticModule(DifferentiableMixin, BaseSuperNetModule):
         """The evaluated arguments under every combination of this module's labels."""
         return [self.values(a) for a in assignments(self._choices)]
 
-    def _mixing(self) -> bool:
-        return self.strategy == "differentiable" and not self._fixed
-
     def mixed_params(self) -> dict[str, torch.Tensor | None]:
         """Differentiable forward: sum over label combinations of p(combo) * padded params."""
         total: dict[str, Any] = {}
@@ -85,7 +83,7 @@ class ElasticModule(DifferentiableMixin, BaseSuperNetModule):
 
     def forward_params(self) -> tuple[dict[str, Any], dict[str, torch.Tensor | None]]:
         """(evaluated arguments, tensors) for this forward: the active path or the mixture."""
-        if self._mixing():
+        if self.mixing():
             return self.values(self._max_assignment), self.mixed_params()
         v = self.values()
         return v, self.active_params(v)
