@@ -235,7 +235,8 @@ def sample_command(supernet: str, strategy: str | None, seed: int, debug: bool) 
 def gate_command(bundle: str, budget: str, baseline: str | None, as_json: bool,
                  debug: bool) -> int:
     """Fail (exit 1) when BUNDLE breaks its budget; print every violation."""
-    from .bundle.gate import Budget, gate
+    from .bundle.budget import Budget
+    from .bundle.gate import gate
 
     report = gate(bundle, Budget.from_toml(budget), baseline)
     click.echo(report.format_table(), err=True)

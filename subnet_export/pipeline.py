@@ -17,13 +17,15 @@ import torch
 from torch import nn
 
 from .arch import fixed_arch, freeze
+from .bundle.layout import MODEL_NAME
+from .bundle.manifest import BundleManifest
 from .bundle.samples import sample_key
-from .bundle.write import BundleManifest, write_bundle
+from .bundle.write import write_bundle
 from .errors import InputError
 from .export.exporter import export_onnx
 from .parity.report import ParityReport, Tolerance
 from .parity.validate import validate
-from .plain.materialize import materialize, module_labels
+from .plain.materialize import materialize_with_labels
 from .recalibrate.bn import CalibrationInfo, recalibrate_bn
 
 __all__ = ["STAGES", "RunResult", "export_subnet", "nonfinite_tensors"]
@@ -143,26 +145,26 @@ def export_subnet(
                                       num_samples=calib_samples, seed=seed)
 
         calibration = stage("recalibrate", recalibrate)
-    plain = stage("materialize", lambda: materialize(supernet, frozen).eval())
+    built = stage("materialize", lambda: materialize_with_labels(supernet, frozen))
+    plain = built.model.eval()
     n_params = sum(p.numel() for p in plain.parameters())
     nonfinite = nonfinite_tensors(plain)
     if nonfinite and warn is not None:
         warn(f"the subnet's weights hold NaN or Inf in {len(nonfinite)} tensor(s): "
              f"{', '.join(nonfinite[:5])}; parity will fail")
     with tempfile.TemporaryDirectory(prefix=".subnet-export-") as tmp:
-        onnx_path = Path(tmp) / "model.onnx"
+        onnx_path = Path(tmp) / MODEL_NAME
         exported = stage("export", lambda: export_onnx(
             plain, examples, onnx_path, exporter=exporter, opset=opset, arch=frozen,
             checkpoint_sha256=checkpoint_sha256))
         if exported.unused and warn is not None:
             warn(f"{len(exported.unused)} tensor(s) of the subnet are never read by the exported "
                  f"graph (a dead branch of this arch): {', '.join(exported.unused[:5])}")
-        tolerances = tolerance
         report = stage("validate", lambda: validate(
-            supernet, frozen, plain, onnx_path, example_inputs=examples,
+            supernet, frozen, plain, exported, example_inputs=examples,
             batch_sizes=(1, batch) if batch != 1 else (1,), seed=seed, samples=samples,
-            tolerances=tolerances, providers=providers,
-            module_labels=module_labels(supernet, frozen)))
+            tolerances=tolerance, providers=providers,
+            module_labels=built.labels))
         arrays = _bundle_samples(report, exported)
         samples_tolerance = {}
         if not report.oracle_ran:
@@ -171,7 +173,7 @@ def export_subnet(
             samples_tolerance = {"tolerance": {"atol": atol, "rtol": rtol, "noise_factor": None}}
         manifest = stage("bundle", lambda: write_bundle(
             out_dir, model_path=onnx_path, arch=frozen, parity=report.to_dict(),
-            samples=arrays, force=force,
+            samples=arrays, force=force, graph=exported.graph,
             extra={"parameter_count": n_params, "source_checkpoint_sha256": checkpoint_sha256,
                    "exporter": exporter,
                    "unused_parameters": list(exported.unused),

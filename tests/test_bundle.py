@@ -18,8 +18,10 @@ from _onnx_fixtures import PARITY_OK, conv_model, gemm_model, gemm_samples, make
 from subnet_export.bundle import atomic as _atomic
 from subnet_export.bundle import write as bundle
 from subnet_export.bundle.hashing import digest_file
+from subnet_export.bundle.layout import DEFAULT_TOLERANCE
+from subnet_export.bundle.manifest import BundleManifest
 from subnet_export.bundle.verify import verify_bundle
-from subnet_export.bundle.write import BundleManifest, write_bundle
+from subnet_export.bundle.write import write_bundle
 from subnet_export.errors import InputError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -91,7 +93,7 @@ def test_tolerance_comes_from_the_parity_report_or_the_default(tmp_path):
     # the ort-cpu backend's
     assert from_parity.tolerance == {"atol": None, "rtol": None, "noise_factor": 4.0}
     _, default = make_bundle(tmp_path, "b", parity={"passed": True})
-    assert default.tolerance == bundle.DEFAULT_TOLERANCE
+    assert default.tolerance == DEFAULT_TOLERANCE
 
 
 def test_failed_parity_is_recorded_not_refused(tmp_path):

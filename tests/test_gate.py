@@ -12,11 +12,13 @@ import pytest
 from _onnx_fixtures import PARITY_OK, make_bundle
 from onnx import TensorProto, helper
 
-from subnet_export.bundle.gate import Budget, LatencyBudget, gate, parity_max_abs_error
+from subnet_export.bundle.budget import Budget, LatencyBudget
+from subnet_export.bundle.gate import gate
 from subnet_export.bundle.latency import bundle_feed
 from subnet_export.bundle.verify import load_manifest
 from subnet_export.errors import InputError, TamperError
 from subnet_export.export.graph import op_types
+from subnet_export.parity.record import RecordedParity
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -95,14 +97,22 @@ def test_parity_without_an_error_figure_fails_the_error_budget(tmp_path):
     assert "records no max_abs_error" in report.violations[0].message
 
 
-def test_parity_max_abs_error_reads_nested_values_and_strings():
-    parity = {"backends": [{"comparisons": [{"max_abs_error": 1e-6,
-                                             "oracle_max_abs_error": 5.0}]},
+def test_recorded_max_abs_error_is_the_worst_output_comparison():
+    def worst(parity):
+        return RecordedParity.from_json({"passed": True, **parity}).max_abs_error
+
+    parity = {"backends": [{"comparisons": [{"max_abs_error": 1e-6, "noise": 5.0}]},
                            {"comparisons": [{"max_abs_error": "inf"}]}]}
-    assert parity_max_abs_error(parity) == math.inf
-    assert parity_max_abs_error({"backends": [{"max_abs_error": "nan"}]}) == math.inf
-    assert parity_max_abs_error({"passed": True}) is None
-    assert parity_max_abs_error(PARITY_OK) == 2.5e-7  # oracle_* keys are not the error
+    assert worst(parity) == math.inf
+    assert worst({"backends": [{"comparisons": [{"max_abs_error": "nan"}]}]}) == math.inf
+    assert worst({}) is None
+    assert RecordedParity.from_json(PARITY_OK).max_abs_error == 2.5e-7
+    # a divergence names one module's error, not an output's: it is not the figure gated
+    located = {"backends": [{"comparisons": [{"max_abs_error": 1e-6}]}],
+               "divergence": {"module": "blocks.1", "max_abs_error": 3.0}}
+    assert worst(located) == 1e-6
+    with pytest.raises(ValueError, match="boolean 'passed'"):
+        RecordedParity.from_json({"backends": []})
 
 
 def test_a_tampered_bundle_never_passes_a_gate(bundle):

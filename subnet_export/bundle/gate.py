@@ -8,19 +8,19 @@ latency relative to a baseline bundle. Imports onnx, onnxruntime and numpy, neve
 from __future__ import annotations
 
 import json
-import math
-from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import BundleError
-from .budget import Budget, LatencyBudget
+from ..parity.record import RecordedParity
+from .budget import Budget
 from .integrity import require_intact
 from .latency import LatencyResult, bundle_feed, compare_latency
+from .layout import PARITY_NAME
 from .manifest import BundleManifest
 
-__all__ = ["Budget", "GateCheck", "GateReport", "LatencyBudget", "gate", "parity_max_abs_error"]
+__all__ = ["GateCheck", "GateReport", "gate"]
 
 
 @dataclass
@@ -96,30 +96,6 @@ def _short(value: Any) -> str:
     return "-" if value is None else str(value)
 
 
-def _floats_under(data: Any, key: str) -> Iterator[float]:
-    if isinstance(data, dict):
-        for k, v in data.items():
-            if k == key and not isinstance(v, bool):
-                try:
-                    yield float(v)  # the parity report writes inf/nan as strings
-                except (TypeError, ValueError):
-                    pass
-            else:
-                yield from _floats_under(v, key)
-    elif isinstance(data, list):
-        for item in data:
-            yield from _floats_under(item, key)
-
-
-def parity_max_abs_error(parity: Any) -> float | None:
-    """Return the worst ``max_abs_error`` anywhere in a parity report, or ``None`` if it has none.
-
-    NaN counts as infinitely bad.
-    """
-    values = [math.inf if math.isnan(v) else v for v in _floats_under(parity, "max_abs_error")]
-    return max(values, default=None)
-
-
 def _static_checks(root: Path, manifest: BundleManifest, budget: Budget) -> list[GateCheck]:
     checks: list[GateCheck] = []
     if budget.require_parity:
@@ -127,10 +103,13 @@ def _static_checks(root: Path, manifest: BundleManifest, budget: Budget) -> list
                                 "" if manifest.passed else "the bundle failed its parity check"))
     if budget.max_abs_error is not None:
         try:
-            parity = json.loads((root / "parity.json").read_text())
+            parity = json.loads((root / PARITY_NAME).read_text())
         except (OSError, ValueError) as e:
             raise BundleError(f"bundle {root}: parity.json is unreadable: {e}") from e
-        worst = parity_max_abs_error(parity)
+        try:
+            worst = RecordedParity.from_json(parity).max_abs_error
+        except ValueError as e:
+            raise BundleError(f"bundle {root}: {PARITY_NAME} is not a parity report: {e}") from e
         ok = worst is not None and worst <= budget.max_abs_error
         checks.append(GateCheck("max_abs_error", ok, worst, budget.max_abs_error,
                                 "parity.json records no max_abs_error" if worst is None else ""))

@@ -11,7 +11,8 @@ from typing import Any
 
 from ..errors import BundleError, TamperError
 from .hashing import digest_file, list_files
-from .manifest import MANIFEST_NAME, BundleManifest
+from .layout import MANIFEST_NAME
+from .manifest import BundleManifest
 
 __all__ = ["FileCheck", "check_files", "load_manifest", "require_intact", "tamper_message"]
 

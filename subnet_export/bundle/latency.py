@@ -15,6 +15,8 @@ from typing import Any
 import numpy as np
 
 from ..errors import BundleError
+from ..runtime import make_session
+from .layout import SAMPLES_NAME
 from .manifest import BundleManifest
 from .samples import read_samples
 
@@ -39,7 +41,7 @@ def bundle_feed(bundle_dir: Path, manifest: BundleManifest, batch_size: int) -> 
     A static first dim is kept as it is.
     """
     try:
-        case = read_samples(bundle_dir / "samples.npz")[0]
+        case = read_samples(bundle_dir / SAMPLES_NAME)[0]
     except ValueError as e:
         raise BundleError(f"bundle {bundle_dir}: {e}") from e
     feed: dict[str, Any] = {}
@@ -54,14 +56,8 @@ def bundle_feed(bundle_dir: Path, manifest: BundleManifest, batch_size: int) -> 
 
 
 def _session(model: Path, threads: int) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
+        return make_session(model, threads=threads)
     except Exception as e:  # onnxruntime's own exception types
         raise BundleError(f"onnxruntime cannot load {model}: {e}") from e
 

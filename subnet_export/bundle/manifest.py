@@ -12,14 +12,12 @@ from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 from ..errors import BundleError
+from .layout import TOLERANCE_KEYS
 
-__all__ = ["MANIFEST_NAME", "SCHEMA", "SCHEMA_VERSION", "TOLERANCE_KEYS", "BundleManifest"]
+__all__ = ["SCHEMA", "SCHEMA_VERSION", "BundleManifest"]
 
 SCHEMA = "subnet-export/bundle"
 SCHEMA_VERSION = 2
-MANIFEST_NAME = "manifest.json"
-#: The fields of ``tolerance``, as ``rule.Tolerance`` names them.
-TOLERANCE_KEYS = ("atol", "rtol", "noise_factor")
 
 # Fields that must be present with these JSON types (bool is excluded from int below).
 _TYPES: dict[str, type | tuple[type, ...]] = {

@@ -16,8 +16,9 @@ import numpy as np
 
 from ..errors import BundleError, InputError, TamperError
 from ..parity.rule import NoiseCheck, noise_check
+from ..runtime import available_providers, make_session
 from .integrity import FileCheck, check_files, load_manifest, require_intact, tamper_message
-from .manifest import TOLERANCE_KEYS
+from .layout import SAMPLES_NAME, TOLERANCE_KEYS
 from .samples import SampleCase, read_samples
 
 __all__ = ["FileCheck", "NoiseCheck", "SampleCheck", "VerifyReport", "check_files", "load_manifest",
@@ -171,16 +172,12 @@ def _noise_checks(cases: list[SampleCase], got: list[dict[str, np.ndarray]],
 
 
 def _session(model_path: Path, providers: list[str]) -> Any:
-    import onnxruntime as ort  # lazy: hash checks alone need no runtime
-
-    available = ort.get_available_providers()
+    available = available_providers()
     missing = [p for p in providers if p not in available]
     if missing:
         raise InputError(f"onnxruntime provider(s) {missing} unavailable here; have {available}")
-    options = ort.SessionOptions()
-    options.log_severity_level = 3
     try:
-        return ort.InferenceSession(str(model_path), options, providers=providers)
+        return make_session(model_path, providers)
     except Exception as e:  # onnxruntime raises its own exception types
         raise BundleError(f"onnxruntime cannot load {model_path}: {e}") from e
 
@@ -228,7 +225,7 @@ def verify_bundle(
         report.notes.append("samples not run: the bundle's files do not match its manifest")
         return report
     try:
-        cases = read_samples(root / "samples.npz")
+        cases = read_samples(root / SAMPLES_NAME)
     except ValueError as e:
         raise BundleError(f"bundle {root}: {e}") from e
     session = _session(root / manifest.model_file, providers)

@@ -27,40 +27,37 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from ..parity.rule import DEFAULT_NOISE_FACTOR
+from ..export.graph import GraphFacts, load_model
+from ..parity.record import RecordedParity
 from ..version import __version__
 from .atomic import atomic_directory, check_destination, copy_file, write_file
 from .hashing import digest_file, list_files
-from .manifest import MANIFEST_NAME, TOLERANCE_KEYS, BundleManifest
-from .samples import SampleCase, parse_samples, sample_key, write_samples
+from .layout import (
+    ARCH_NAME,
+    DEFAULT_TOLERANCE,
+    MANIFEST_NAME,
+    MODEL_NAME,
+    PARITY_NAME,
+    RESERVED,
+    SAMPLES_NAME,
+    TOLERANCE_KEYS,
+)
+from .manifest import BundleManifest
+from .samples import SampleCase, parse_samples, write_samples
 
-__all__ = ["DEFAULT_TOLERANCE", "MODEL_NAME", "BundleManifest", "sample_key", "write_bundle"]
+__all__ = ["write_bundle"]
 
-MODEL_NAME = "model.onnx"
-ARCH_NAME = "arch.json"
-PARITY_NAME = "parity.json"
-SAMPLES_NAME = "samples.npz"
-_RESERVED = {MODEL_NAME, ARCH_NAME, PARITY_NAME, SAMPLES_NAME, MANIFEST_NAME}
-#: Used by ``verify`` when neither ``extra["tolerance"]`` nor ``parity["tolerance"]`` gives one:
-#: the noise rule (``rule.py``), which needs ``oracle`` arrays in the samples.
-DEFAULT_TOLERANCE = {"atol": None, "rtol": None, "noise_factor": DEFAULT_NOISE_FACTOR}
 # Keys of ``extra`` that fill dedicated manifest fields instead of landing in ``manifest.extra``.
 _PROMOTED = ("parameter_count", "source_checkpoint_sha256", "tolerance")
-_VERSIONED = {
-    "subnet-export": "subnet-export",
-    "torch": "torch",
-    "onnx": "onnx",
-    "onnxruntime": "onnxruntime",
-    "numpy": "numpy",
-}
+_VERSIONED = ("subnet-export", "torch", "onnx", "onnxruntime", "numpy")
 
 
 def _versions() -> dict[str, str | None]:
     # importlib.metadata reads the installed version without importing the package (torch stays
     # unimported); onnxruntime-gpu installs under its own distribution name.
     out: dict[str, str | None] = {}
-    for key, dist in _VERSIONED.items():
-        names = (dist, "onnxruntime-gpu") if dist == "onnxruntime" else (dist,)
+    for key in _VERSIONED:
+        names = (key, "onnxruntime-gpu") if key == "onnxruntime" else (key,)
         out[key] = None
         for name in names:
             try:
@@ -81,20 +78,9 @@ def _json_bytes(data: Any, what: str, *, allow_nan: bool = False) -> bytes:
     return (text + "\n").encode()
 
 
-def _parity_tolerance(parity: Mapping[str, Any]) -> Any:
-    # A parity report records one tolerance per backend; samples are rerun on onnxruntime CPU,
-    # so that backend's tolerance is the one that applies.
-    if "tolerance" in parity:
-        return parity["tolerance"]
-    backends = [b for b in parity.get("backends") or [] if isinstance(b, Mapping)]
-    backends.sort(key=lambda b: str(b.get("name", "")) != "ort-cpu")
-    return next((b["tolerance"] for b in backends if isinstance(b.get("tolerance"), Mapping)),
-                None)
-
-
-def _tolerance(extra: Mapping[str, Any], parity: Mapping[str, Any]) -> dict[str, float | None]:
+def _tolerance(extra: Mapping[str, Any], parity: RecordedParity) -> dict[str, float | None]:
     for source, value in (("extra['tolerance']", extra.get("tolerance")),
-                          ("parity['tolerance']", _parity_tolerance(parity))):
+                          ("parity['tolerance']", parity.tolerance)):
         if value is None:
             continue
         try:
@@ -144,29 +130,29 @@ def _check_samples(cases: list[SampleCase], inputs: list[dict[str, Any]],
                 )
 
 
-def _read_model(model_path: Path) -> tuple[Any, list[str]]:
-    from ..export import graph as _onnx_info
-
+def _model_facts(model_path: Path, graph: GraphFacts | None) -> GraphFacts:
     if not model_path.is_file():
         raise InputError(f"model file {model_path} does not exist; export the model first")
-    try:
-        model = _onnx_info.load_model(model_path)
-    except OSError as e:
-        raise InputError(f"cannot read model file {model_path}: {e}") from e
-    except Exception as e:  # protobuf raises its own DecodeError; nothing else is expected
-        raise InputError(f"{model_path} is not an ONNX model: {e}") from e
-    try:
-        locations = _onnx_info.external_data_locations(model)
-    except ValueError as e:
-        raise InputError(f"{model_path}: {e}; re-export with a relative external data path") from e
-    for loc in locations:
-        if loc in _RESERVED:
+    if graph is None:
+        try:
+            model = load_model(model_path)
+        except OSError as e:
+            raise InputError(f"cannot read model file {model_path}: {e}") from e
+        except Exception as e:  # protobuf raises its own DecodeError; nothing else is expected
+            raise InputError(f"{model_path} is not an ONNX model: {e}") from e
+        try:
+            graph = GraphFacts.of(model)
+        except ValueError as e:
+            raise InputError(f"{model_path}: {e}; re-export with a relative external data "
+                             "path") from e
+    for loc in graph.external_data:
+        if loc in RESERVED:
             raise InputError(f"{model_path} keeps external data in {loc!r}, a bundle file name")
         if not (model_path.parent / loc).is_file():
             raise InputError(
                 f"{model_path} keeps external data in {loc!r}, which is missing beside it"
             )
-    return model, locations
+    return graph
 
 
 def write_bundle(
@@ -178,6 +164,7 @@ def write_bundle(
     samples: Mapping[str, np.ndarray],
     extra: Mapping[str, Any] | None = None,
     force: bool = False,
+    graph: GraphFacts | None = None,
 ) -> BundleManifest:
     """Write a deployment bundle to ``out_dir`` atomically.
 
@@ -198,6 +185,8 @@ def write_bundle(
             (str) and ``tolerance`` (as above, overrides the parity one) fill their manifest
             fields; every other key goes to ``manifest.extra``.
         force: replace an existing bundle at ``out_dir``.
+        graph: the model's :class:`~subnet_export.export.graph.GraphFacts` when the caller
+            has them (``ExportResult.graph``); None reads them from ``model_path``.
 
     Returns:
         The manifest written.
@@ -212,26 +201,26 @@ def write_bundle(
     extra = dict(extra or {})
     check_destination(out_dir.absolute(), force=force, marker=MANIFEST_NAME)
 
-    from ..export import graph as _onnx_info
-
-    model, locations = _read_model(model_path)
-    inputs, outputs = _onnx_info.io_signature(model)
+    graph = _model_facts(model_path, graph)
+    inputs, outputs = graph.inputs, graph.outputs
     if not isinstance(arch, Mapping):
         raise InputError(f"arch must be a JSON object, not {type(arch).__name__}")
-    if not isinstance(parity, Mapping) or not isinstance(parity.get("passed"), bool):
-        raise InputError("parity must be a parity report dict with a boolean 'passed'")
+    try:
+        recorded = RecordedParity.from_json(parity)
+    except ValueError as e:
+        raise InputError(f"parity must be a parity report dict: {e}") from e
     try:
         cases = parse_samples(samples)
     except ValueError as e:
         raise InputError(f"bad samples: {e}") from e
     _check_samples(cases, inputs, outputs)
-    n_params = extra.get("parameter_count", _onnx_info.parameter_count(model))
+    n_params = extra.get("parameter_count", graph.parameter_count)
     if not isinstance(n_params, int) or isinstance(n_params, bool) or n_params < 0:
         raise InputError(f"extra['parameter_count'] must be a non-negative int, not {n_params!r}")
     checkpoint = extra.get("source_checkpoint_sha256")
     if checkpoint is not None and not isinstance(checkpoint, str):
         raise InputError("extra['source_checkpoint_sha256'] must be a hex string")
-    tolerance = _tolerance(extra, parity)
+    tolerance = _tolerance(extra, recorded)
     if tolerance["noise_factor"] is not None and not all(c.oracles for c in cases):
         raise InputError("the samples' tolerance is the noise rule, which needs an 'oracle:<name>' "
                          "array (the float64 reference output) for every output of every case; "
@@ -244,7 +233,7 @@ def write_bundle(
 
     with atomic_directory(out_dir, force=force, marker=MANIFEST_NAME) as work:
         copy_file(model_path, work / MODEL_NAME)
-        for loc in locations:
+        for loc in graph.external_data:
             copy_file(model_path.parent / loc, work / loc)
         write_file(work / ARCH_NAME, arch_bytes)
         write_file(work / PARITY_NAME, parity_bytes)
@@ -254,15 +243,15 @@ def write_bundle(
             tool_version=__version__,
             versions=_versions(),
             model_file=MODEL_NAME,
-            external_data=locations,
-            ir_version=int(model.ir_version),
-            opset=_onnx_info.default_opset(model),
-            opset_imports={op.domain: int(op.version) for op in model.opset_import},
+            external_data=list(graph.external_data),
+            ir_version=graph.ir_version,
+            opset=graph.opset,
+            opset_imports=dict(graph.opset_imports),
             inputs=inputs,
             outputs=outputs,
             parameter_count=n_params,
             source_checkpoint_sha256=checkpoint,
-            parity="passed" if parity["passed"] else "failed",
+            parity="passed" if recorded.passed else "failed",
             tolerance=tolerance,
             sample_cases=len(cases),
             files=files,

@@ -25,6 +25,7 @@ from torch import nn
 
 from ..errors import ExportError
 from ..version import __version__
+from .graph import GraphFacts
 from .passes import strip_zero_conv_bias
 
 __all__ = [
@@ -69,6 +70,8 @@ class ExportResult:
         unused: (dynamo) names of plain-model tensors the graph never reads, so the file does not
             hold them: weights of a dead branch of the arch, e.g. a cell node only a zero op
             reads. ``initializer_bytes + bytes(unused) == state_bytes``.
+        graph: the file's :class:`~subnet_export.export.graph.GraphFacts`, read from the model
+            as it was saved, so no later stage reads the file again for them.
     """
 
     path: Path
@@ -81,6 +84,7 @@ class ExportResult:
     external_data: Path | None = None
     metadata: dict[str, str] = field(default_factory=dict)
     unused: tuple[str, ...] = ()
+    graph: GraphFacts | None = None
 
 
 def default_names(prefix: str, count: int) -> tuple[str, ...]:
@@ -199,6 +203,7 @@ def export_onnx(
         staged = tmpdir / target.name
         data_name = f"{target.name}.data" if external else None
         _step("save", lambda: _save(model, tmpdir, staged, data_name))
+        facts = GraphFacts.of(model)  # the model as saved: external data where it now lives
         _step("check", lambda: onnx.checker.check_model(str(staged), full_check=True))
         if data_name:
             os.replace(tmpdir / data_name, target.parent / data_name)
@@ -210,21 +215,22 @@ def export_onnx(
         path=target,
         input_names=in_names,
         output_names=out_names,
-        opset=next(o.version for o in model.opset_import if o.domain in ("", "ai.onnx")),
+        opset=facts.opset,
         exporter=exporter,
-        initializer_bytes=_initializer_bytes(model),
+        initializer_bytes=facts.initializer_bytes,
         state_bytes=expected,
         external_data=target.parent / data_name if data_name else None,
         metadata=props,
-        unused=_unused(plain, model) if exporter == "dynamo" else (),
+        unused=_unused(plain, facts) if exporter == "dynamo" else (),
+        graph=facts,
     )
 
 
-def _unused(plain: nn.Module, model: onnx.ModelProto) -> tuple[str, ...]:
+def _unused(plain: nn.Module, facts: GraphFacts) -> tuple[str, ...]:
     # The dynamo export keeps state_dict names for initializers (optimize=False), so a plain
     # tensor missing from them is one the traced graph never reads.
-    held = {t.name for t in model.graph.initializer}
-    return tuple(sorted(name for name in _state_tensors(plain) if name not in held))
+    return tuple(sorted(name for name in _state_tensors(plain)
+                        if name not in facts.initializer_names))
 
 
 _STEP_HINTS = {
@@ -320,14 +326,3 @@ def _normalise(model: onnx.ModelProto, props: Mapping[str, str]) -> None:
     del model.metadata_props[:]
     for key in sorted(merged):
         model.metadata_props.add(key=key, value=merged[key])
-
-
-def _initializer_bytes(model: onnx.ModelProto) -> int:
-    total = 0
-    for init in model.graph.initializer:
-        numel = 1
-        for d in init.dims:
-            numel *= d
-        itemsize = onnx.helper.tensor_dtype_to_np_dtype(init.data_type).itemsize
-        total += numel * itemsize
-    return total

@@ -9,14 +9,18 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import PurePosixPath
 from typing import Any
 
 import onnx
 
 __all__ = [
+    "GraphFacts",
     "default_opset",
     "external_data_locations",
+    "initializer_bytes",
+    "input_names",
     "io_signature",
     "load_model",
     "op_types",
@@ -67,6 +71,11 @@ def io_signature(model: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[dic
     inputs = [_value_info(vi) for vi in model.graph.input if vi.name not in inits]
     outputs = [_value_info(vi) for vi in model.graph.output]
     return inputs, outputs
+
+
+def input_names(model: onnx.ModelProto) -> list[str]:
+    """The names of the inputs a caller feeds (graph inputs that are not initializers)."""
+    return [io["name"] for io in io_signature(model)[0]]
 
 
 def default_opset(model: onnx.ModelProto) -> int:
@@ -170,3 +179,63 @@ def parameter_count(model: onnx.ModelProto) -> int:
     total = sum(math.prod(init.dims) for init in model.graph.initializer)
     total += sum(math.prod(s.values.dims) for s in model.graph.sparse_initializer)
     return int(total)
+
+
+def initializer_bytes(model: onnx.ModelProto) -> int:
+    """Bytes of the main graph's initializers, wherever their data is stored."""
+    return int(sum(math.prod(init.dims) * onnx.helper.tensor_dtype_to_np_dtype(
+        init.data_type).itemsize for init in model.graph.initializer))
+
+
+@dataclass(frozen=True)
+class GraphFacts:
+    """What an ONNX graph declares, read once: all the manifest and the checks need of it.
+
+    Attributes:
+        inputs: graph inputs as ``{"name", "dtype", "shape"}`` (see :func:`io_signature`).
+        outputs: graph outputs, same form.
+        opset: the default domain's opset (:func:`default_opset`).
+        opset_imports: every imported domain -> opset version.
+        ir_version: the model's IR version.
+        external_data: relative paths of its external-data files (:func:`external_data_locations`).
+        parameter_count: elements of the main graph's initializers.
+        initializer_bytes: bytes of the main graph's initializers.
+        initializer_names: names of the main graph's initializers.
+    """
+
+    inputs: list[dict[str, Any]]
+    outputs: list[dict[str, Any]]
+    opset: int
+    opset_imports: dict[str, int]
+    ir_version: int
+    external_data: list[str]
+    parameter_count: int
+    initializer_bytes: int
+    initializer_names: frozenset[str]
+
+    @classmethod
+    def of(cls, model: onnx.ModelProto) -> GraphFacts:
+        """Read the facts of an in-memory model (its external data may stay on disk).
+
+        Raises:
+            ValueError: an external-data location is unsafe (see
+                :func:`external_data_locations`).
+        """
+        inputs, outputs = io_signature(model)
+        return cls(inputs=inputs, outputs=outputs, opset=default_opset(model),
+                   opset_imports={op.domain: int(op.version) for op in model.opset_import},
+                   ir_version=int(model.ir_version),
+                   external_data=external_data_locations(model),
+                   parameter_count=parameter_count(model),
+                   initializer_bytes=initializer_bytes(model),
+                   initializer_names=frozenset(t.name for t in model.graph.initializer))
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        """The names of the inputs a caller feeds, in order."""
+        return tuple(io["name"] for io in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        """The output names, in order."""
+        return tuple(io["name"] for io in self.outputs)

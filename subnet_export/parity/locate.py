@@ -21,6 +21,8 @@ import onnx
 import torch
 from torch import nn
 
+from ..export.graph import input_names
+from ..runtime import make_session
 from .report import Divergence, OutputComparison, Tolerance
 from .rule import describe_failure, noise_check, tolerance_for
 
@@ -154,8 +156,6 @@ def locate_divergence(
         The :class:`Divergence`, a Divergence with ``module=None`` when nothing can be blamed,
         or None when every mapped module output agrees.
     """
-    import onnxruntime as ort
-
     plain.eval()
     tolerance = tolerance_for("ort-cpu", tolerance)
     captured = _capture(plain, inputs)
@@ -168,12 +168,9 @@ def locate_divergence(
             if name not in known:
                 model.graph.output.append(onnx.ValueInfoProto(name=name))
                 known.add(name)
-    graph_inputs = [i.name for i in model.graph.input
-                    if i.name not in {t.name for t in model.graph.initializer}]
     try:
-        session = ort.InferenceSession(model.SerializeToString(),
-                                       providers=["CPUExecutionProvider"])
-        feed = {n: t.detach().cpu().numpy() for n, t in zip(graph_inputs, inputs)}
+        session = make_session(model.SerializeToString())
+        feed = {n: t.detach().cpu().numpy() for n, t in zip(input_names(model), inputs)}
         names = [o.name for o in session.get_outputs()]
         values = dict(zip(names, session.run(names, feed)))
     except Exception as exc:  # noqa: BLE001 - a failed run is a result, not a crash

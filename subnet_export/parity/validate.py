@@ -1,18 +1,17 @@
-"""Three-way parity: the supernet path against the plain model and the ONNX file on each backend.
+"""Stage 4, validate: the supernet path against the plain model and the ONNX file, per backend.
 
 Reference: the supernet with the arch fixed (or the plain model when no supernet is given).
-Candidates: plain torch on CPU, onnxruntime CPU, and, where CUDA is there, plain torch on CUDA and
-onnxruntime CUDA, both with TF32 off. Oracle: a float64 copy of the reference, run on CPU on the
-same inputs; its distance to the float32 reference is the noise floor every candidate's error is
-counted in (``rule.py``). See docs/parity.md.
+Candidates (``backends.py``): plain torch on CPU, onnxruntime CPU, and, where CUDA is there,
+plain torch on CUDA and onnxruntime CUDA, both with TF32 off. Oracle: a float64 copy of the
+reference, run on CPU on the same inputs; its distance to the float32 reference is the noise
+floor every candidate's error is counted in (``rule.py``). See docs/parity.md.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,53 +20,26 @@ import onnx
 import torch
 from torch import nn
 
-from ..arch import fixed_arch
+from ..arch import fixed_arch, freeze
 from ..errors import InputError
+from ..export.exporter import ExportResult
+from ..export.graph import input_names
 from ..plain.materialize import module_labels as module_labels_of
 from ..version import __version__
+from .backends import Judge, Oracle, ort_backend, reference_outputs, torch_backends
 from .inputs import InputSet, make_inputs
 from .report import BackendResult, ParityReport, SetArrays, Tolerance, tolerance_for
 
-__all__ = ["DEFAULT_PROVIDERS", "InputSet", "make_inputs", "validate"]
+__all__ = ["DEFAULT_PROVIDERS", "validate"]
 
 DEFAULT_PROVIDERS = ("CPUExecutionProvider", "CUDAExecutionProvider")
-
-
-def _flat(out: Any) -> list[torch.Tensor]:
-    return [out] if isinstance(out, torch.Tensor) else [o for o in out]
-
-
-def _run_torch(model: nn.Module, tensors: Sequence[torch.Tensor], device: str = "cpu",
-               dtype: torch.dtype | None = None) -> list[np.ndarray]:
-    args = [t.to(device) for t in tensors]
-    if dtype is not None:
-        args = [t.to(dtype) if t.is_floating_point() else t for t in args]
-    with torch.no_grad():
-        return [o.detach().cpu().numpy() for o in _flat(model(*args))]
-
-
-@contextlib.contextmanager
-def _tf32(enabled: bool) -> Iterator[dict[str, bool]]:
-    """Set torch's TF32 switches for the run and restore them after."""
-    saved = (torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32)
-    torch.backends.cuda.matmul.allow_tf32 = enabled
-    torch.backends.cudnn.allow_tf32 = enabled
-    try:
-        yield {"torch_matmul": enabled, "torch_cudnn": enabled}
-    finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-
-
-def _backend_name(provider: str) -> str:
-    short = provider.removesuffix("ExecutionProvider").lower()
-    return f"ort-{short}"
 
 
 def validate(
     supernet: nn.Module | None,
     arch: Mapping[str, Any] | None,
     plain: nn.Module,
-    onnx_path: str | Path,
+    onnx_path: str | Path | ExportResult,
     *,
     example_inputs: torch.Tensor | Sequence[torch.Tensor],
     batch_sizes: Sequence[int] = (1, 8),
@@ -85,7 +57,8 @@ def validate(
         supernet: the supernet; None makes the plain model its own reference.
         arch: the architecture to fix on the supernet (ignored when ``supernet`` is None).
         plain: the materialized model the ONNX file came from.
-        onnx_path: the exported file.
+        onnx_path: the exported file, or the :class:`ExportResult` that wrote it (whose graph
+            facts spare reading the file again).
         example_inputs: example tensors (batch first) that shape the random inputs.
         batch_sizes: batch sizes of the random inputs.
         seed: seed of the random inputs.
@@ -97,7 +70,7 @@ def validate(
             ``ort-<name>``, reported skipped with the reason when it cannot run here.
         locate: on a failure, name the first diverging module (``report.divergence``).
         module_labels: ``{plain module path: [labels]}``; default asks
-            ``se.module_labels(supernet, arch)`` when a supernet is given.
+            ``se.module_labels(supernet, arch)`` when a supernet is given and parity failed.
         tf32: allow TF32 on the CUDA backends (off by default; the report records it).
 
     Returns:
@@ -106,37 +79,20 @@ def validate(
 
     Raises:
         InputError: the ONNX file or the samples cannot be read.
+        ArchError: the arch is not valid for the supernet.
     """
-    onnx_path = Path(onnx_path)
-    if not onnx_path.is_file():
-        raise InputError(f"validate: {onnx_path} does not exist; export the model first")
-    graph = onnx.load(str(onnx_path), load_external_data=False).graph
-    init_names = {t.name for t in graph.initializer}
-    in_names = [i.name for i in graph.input if i.name not in init_names]
-    out_names = [o.name for o in graph.output]
+    path, in_names, out_names = _graph_names(onnx_path)
+    if supernet is not None:
+        arch = freeze(supernet, arch)
     sets = make_inputs(example_inputs, batch_sizes=batch_sizes, seed=seed, samples=samples,
                        input_names=in_names)
     plain.eval()
-    refs = [_reference(supernet, arch, plain, s.tensors) for s in sets]
-    oracle = _Oracle.build(supernet, arch, plain, sets)
-    labels = [s.label for s in sets]
-
-    def judge(name: str, outputs: list[list[np.ndarray]], **extra: Any) -> BackendResult:
-        return BackendResult.judge(name, tolerance_for(name, tolerances), labels, outputs, refs,
-                                   oracle.outputs, out_names, **extra)
-
-    backends = [_torch_backend("torch-cpu", plain, sets, judge, tolerances)]
-    if torch.cuda.is_available():
-        with _tf32(tf32) as state:
-            backends.append(_torch_backend("torch-cuda", copy.deepcopy(plain).cuda(), sets,
-                                           judge, tolerances, device="cuda", tf32=state))
-    else:
-        backends.append(BackendResult.skipped("torch-cuda", tolerance_for("torch-cuda", tolerances),
-                                              "torch.cuda.is_available() is False"))
-    for provider in providers or DEFAULT_PROVIDERS:
-        backends.append(_ort_backend(provider, onnx_path, in_names, sets, judge, tolerances,
-                                     tf32))
-
+    refs = [reference_outputs(supernet, arch, plain, s.tensors) for s in sets]
+    oracle = Oracle.build(supernet, arch, plain, sets)
+    judge = Judge([s.label for s in sets], refs, oracle.outputs, list(out_names), tolerances)
+    backends = torch_backends(plain, sets, judge, tf32)
+    backends += [ort_backend(p, path, in_names, sets, judge, tf32)
+                 for p in providers or DEFAULT_PROVIDERS]
     report = ParityReport(reference="plain" if supernet is None else "supernet",
                           backends=backends, inputs=[s.describe() for s in sets],
                           oracle=oracle.kind, tool_version=__version__)
@@ -144,92 +100,21 @@ def validate(
                      for s, r, o in zip(sets, refs, oracle.outputs or [None] * len(sets))]
     failed = next((b for b in backends if b.status == "failed"), None)
     if locate and failed is not None:
-        report.divergence = _locate(failed, supernet, arch, plain, onnx_path, sets, tolerances,
+        report.divergence = _locate(failed, supernet, arch, plain, path, sets, tolerances,
                                     module_labels, oracle)
     return report
 
 
-@dataclass
-class _Oracle:
-    """The reference run in float64 on CPU: its outputs per input set, and the model itself."""
-
-    kind: str
-    outputs: list[list[np.ndarray]] | None
-    model: nn.Module | None = None
-
-    @classmethod
-    def build(cls, supernet: nn.Module | None, arch: Mapping[str, Any] | None, plain: nn.Module,
-              sets: list[InputSet]) -> _Oracle:
-        # A copy, so the caller's module keeps its dtype and storage sharing whatever happens.
-        source, kind = (plain, "plain-float64") if supernet is None else (supernet,
-                                                                          "supernet-float64")
-        try:
-            model = copy.deepcopy(source).to("cpu").double().eval()
-            with fixed_arch(model, arch) if supernet is not None else contextlib.nullcontext():
-                outputs = [_run_torch(model, s.tensors, dtype=torch.float64) for s in sets]
-        except Exception as exc:  # noqa: BLE001 - a model that cannot run in float64: say why
-            return cls(f"none: the reference does not run in float64 "
-                       f"({type(exc).__name__}: {exc})", None)
-        return cls(kind, outputs, model)
-
-
-def _reference(supernet: nn.Module | None, arch: Mapping[str, Any] | None, plain: nn.Module,
-               tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
-    if supernet is None:
-        return _run_torch(plain, tensors)
-    # parity is an eval-mode property; the caller's training flags are restored afterwards
-    flags = [(m, m.training) for m in supernet.modules()]
-    supernet.eval()
-    try:
-        with fixed_arch(supernet, arch):
-            return _run_torch(supernet, tensors)
-    finally:
-        for module, training in flags:
-            module.training = training
-
-
-def _torch_backend(name: str, model: nn.Module, sets: list[InputSet], judge: Any,
-                   tolerances: Any, device: str = "cpu", **extra: Any) -> BackendResult:
-    try:
-        outputs = [_run_torch(model, s.tensors, device) for s in sets]
-    except Exception as exc:  # noqa: BLE001 - a backend that crashes has failed, with the reason
-        return BackendResult(name=name, status="failed", tolerance=tolerance_for(name, tolerances),
-                             reason=f"{type(exc).__name__}: {exc}", **extra)
-    return judge(name, outputs, **extra)
-
-
-def _ort_backend(provider: str, onnx_path: Path, in_names: list[str], sets: list[InputSet],
-                 judge: Any, tolerances: Any, tf32: bool) -> BackendResult:
-    name = _backend_name(provider)
-    tol = tolerance_for(name, tolerances)
-    try:
-        import onnxruntime as ort
-    except ImportError as exc:
-        return BackendResult.skipped(name, tol, f"onnxruntime is not installed ({exc})")
-    if provider == "CUDAExecutionProvider" and hasattr(ort, "preload_dlls"):
-        with contextlib.suppress(Exception):  # absent CUDA libraries show up just below
-            ort.preload_dlls()
-    if provider not in ort.get_available_providers():
-        return BackendResult.skipped(name, tol, f"{provider} is not available in onnxruntime "
-                                     f"{ort.__version__} (has {ort.get_available_providers()})")
-    options: dict[str, Any] = {"use_tf32": int(tf32)} if provider == "CUDAExecutionProvider" else {}
-    state = {"ort_use_tf32": tf32} if provider == "CUDAExecutionProvider" else None
-    try:
-        session = ort.InferenceSession(str(onnx_path), providers=[(provider, options)])
-    except Exception as exc:  # noqa: BLE001 - a session that cannot start means skipped here
-        return BackendResult.skipped(name, tol, f"{provider} could not start a session: {exc}",
-                                     tf32=state)
-    used = session.get_providers()
-    if used[0] != provider:
-        return BackendResult.skipped(name, tol, f"onnxruntime fell back to {used}",
-                                     providers=used, tf32=state)
-    try:
-        outputs = [session.run(None, {n: t.cpu().numpy() for n, t in zip(in_names, s.tensors)})
-                   for s in sets]
-    except Exception as exc:  # noqa: BLE001 - a model that cannot run on a backend fails there
-        return BackendResult(name=name, status="failed", tolerance=tol, providers=used,
-                             tf32=state, reason=f"{type(exc).__name__}: {exc}")
-    return judge(name, outputs, providers=used, tf32=state)
+def _graph_names(onnx_path: str | Path | ExportResult
+                 ) -> tuple[Path, tuple[str, ...], tuple[str, ...]]:
+    if isinstance(onnx_path, ExportResult) and onnx_path.graph is not None:
+        graph = onnx_path.graph
+        return onnx_path.path, graph.input_names, graph.output_names
+    path = Path(onnx_path.path if isinstance(onnx_path, ExportResult) else onnx_path)
+    if not path.is_file():
+        raise InputError(f"validate: {path} does not exist; export the model first")
+    model = onnx.load(str(path), load_external_data=False)
+    return path, tuple(input_names(model)), tuple(o.name for o in model.graph.output)
 
 
 def _worst_set(failed: BackendResult, sets: list[InputSet]) -> tuple[torch.Tensor, ...]:
@@ -244,7 +129,7 @@ def _worst_set(failed: BackendResult, sets: list[InputSet]) -> tuple[torch.Tenso
 
 def _locate(failed: BackendResult, supernet: nn.Module | None, arch: Any, plain: nn.Module,
             onnx_path: Path, sets: list[InputSet], tolerances: Any,
-            module_labels: Mapping[str, Sequence[str]] | None, oracle: _Oracle) -> Any:
+            module_labels: Mapping[str, Sequence[str]] | None, oracle: Oracle) -> Any:
     from .locate import Divergence, locate_divergence, locate_torch_divergence
 
     if module_labels is None and supernet is not None:

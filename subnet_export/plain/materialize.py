@@ -8,6 +8,7 @@ supernet. Postconditions are checked every time.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from torch import nn
@@ -18,7 +19,23 @@ from ..space.placeholders import Placeholder
 from ..supernet.base import BaseSuperNetModule
 from ..supernet.walk import freeze_module, sub_state_dict
 
-__all__ = ["materialize", "module_labels"]
+__all__ = ["Materialized", "materialize", "materialize_with_labels", "module_labels"]
+
+
+@dataclass(frozen=True)
+class Materialized:
+    """A materialized subnet and what its one skeleton build also told.
+
+    Attributes:
+        model: the plain module (see :func:`materialize`).
+        labels: ``{plain module path: [labels]}``, which labels chose or shaped each module
+            (see :func:`module_labels`).
+        arch: the validated arch it was built from.
+    """
+
+    model: nn.Module
+    labels: dict[str, list[str]]
+    arch: Mapping[str, Any]
 
 
 def materialize(supernet: nn.Module, arch: Mapping[str, Any] | None = None) -> nn.Module:
@@ -37,8 +54,19 @@ def materialize(supernet: nn.Module, arch: Mapping[str, Any] | None = None) -> n
         MaterializeError: a supernet module's ``freeze`` and ``_save_to_sub_state_dict``
             disagree (keys or shapes), which is a bug in that module.
     """
+    return materialize_with_labels(supernet, arch).model
+
+
+def materialize_with_labels(supernet: nn.Module,
+                            arch: Mapping[str, Any] | None = None) -> Materialized:
+    """:func:`materialize`, with the module labels traced during the same skeleton build.
+
+    Raises:
+        ArchError, MaterializeError: as :func:`materialize`.
+    """
+    trace: dict[str, list[str]] = {}
     with fixed_arch(supernet, arch) as frozen:
-        skeleton = freeze_module(supernet, frozen)
+        skeleton = freeze_module(supernet, frozen, trace)
         state = sub_state_dict(supernet)
     try:
         skeleton.load_state_dict(state, strict=True, assign=True)
@@ -48,14 +76,15 @@ def materialize(supernet: nn.Module, arch: Mapping[str, Any] | None = None) -> n
     _fill_non_persistent(skeleton, supernet)
     skeleton.train(supernet.training)
     _check(skeleton, supernet)
-    return skeleton
+    return Materialized(skeleton, trace, frozen)
 
 
 def module_labels(supernet: nn.Module,
                   arch: Mapping[str, Any] | None = None) -> dict[str, list[str]]:
     """``{plain module path: [labels]}``: which labels chose or shaped each plain module.
 
-    Used to map a diverging layer of the exported model back to the supernet's choices.
+    Used to map a diverging layer of the exported model back to the supernet's choices. It
+    builds a skeleton for the trace alone; :func:`materialize_with_labels` gives both at once.
     """
     trace: dict[str, list[str]] = {}
     with fixed_arch(supernet, arch) as frozen:
