@@ -173,10 +173,8 @@ def _recalibrate_one_pass(model: nn.Module, layers: dict[nn.Module, str],
     def normalize_by_batch(mod, args, output):
         x = args[0]
         stats.setdefault(mod, _Moments()).add(x)
-        c = x.shape[1]
-        weight = None if mod.weight is None else mod.weight[:c]
-        bias = None if mod.bias is None else mod.bias[:c]
-        return F.batch_norm(x, None, None, weight, bias, True, 0.0, _eps(mod))
+        params, eps = _active(mod, x.shape[1])
+        return F.batch_norm(x, None, None, params["weight"], params["bias"], True, 0.0, eps)
 
     handles = [m.register_forward_hook(normalize_by_batch) for m in layers]
     try:
@@ -247,9 +245,9 @@ class _Moments:
             raise InputError(
                 f"BatchNorm {name!r} saw {self.n} value(s) per channel; an unbiased variance "
                 "needs at least 2: pass more calibration samples")
-        c = self.mean.shape[0]
-        module.running_mean[:c].copy_(self.mean.to(module.running_mean.dtype))
-        module.running_var[:c].copy_((self.m2 / (self.n - 1)).to(module.running_var.dtype))
+        params, _ = _active(module, self.mean.shape[0])
+        params["running_mean"].copy_(self.mean.to(params["running_mean"].dtype))
+        params["running_var"].copy_((self.m2 / (self.n - 1)).to(params["running_var"].dtype))
 
 
 def _positive_int(value: Any) -> bool:
@@ -261,8 +259,22 @@ def _has_stats(m: nn.Module) -> bool:
             and getattr(m, "running_mean", None) is not None)
 
 
-def _eps(m: nn.Module) -> float:
-    return float(m.values()["eps"]) if isinstance(m, ElasticBatchNorm2d) else float(m.eps)
+def _active(m: nn.Module, channels: int) -> tuple[dict[str, torch.Tensor | None], float]:
+    """The layer's tensors and eps as its forward uses them, checked against its input's channels.
+
+    An elastic layer's come from its one slicing helper, ``active_params``.
+    """
+    if isinstance(m, ElasticBatchNorm2d):
+        v = m.forward_values()
+        params, eps = m.active_params(v), float(v["eps"])
+    else:
+        params = {k: getattr(m, k) for k in ("weight", "bias", "running_mean", "running_var")}
+        eps = float(m.eps)
+    if params["running_mean"].shape[0] != channels:
+        raise InputError(f"a BatchNorm layer of {params['running_mean'].shape[0]} channels got "
+                         f"an input of {channels}; recalibrate inside se.fixed_arch(supernet, "
+                         "arch), on inputs shaped like the model's")
+    return params, eps
 
 
 def _to_model(batch: Sequence[torch.Tensor], model: nn.Module) -> list[torch.Tensor]:

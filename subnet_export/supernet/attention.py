@@ -65,12 +65,9 @@ class ElasticMultiheadAttention(ElasticModule):
 
     def forward(self, query, key, value, key_padding_mask=None, need_weights=True,
                 attn_mask=None, average_attn_weights=True, is_causal=False):
-        if self.mixing():
-            # Full width under the differentiable mixture; the arch weights act through
-            # the layers that feed it.
-            v = self.values(self._max_assignment)
-        else:
-            v = self.values()
+        # full width under the differentiable mixture: the arch weights act through the layers
+        # that feed it
+        v = self.forward_values()
         p = self.active_params(v)
         batch_first = v["batch_first"]
         if batch_first:

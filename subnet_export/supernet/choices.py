@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -22,7 +22,21 @@ def _weighted_sum(weights: torch.Tensor, outputs: list[torch.Tensor]) -> torch.T
     return sum(w * o for w, o in zip(weights, outputs))
 
 
-class MixedLayerChoice(DifferentiableMixin, BaseSuperNetModule):
+class _OneLabel(DifferentiableMixin, BaseSuperNetModule):
+    """A container one label chooses for.
+
+    Forward, freeze and the sub state dict all read the choice through :meth:`choice`, so they
+    cannot select differently.
+    """
+
+    label: str
+
+    def choice(self, arch: Mapping[str, Any] | None = None) -> Any:
+        """This label's value under ``arch`` (default: what the forward uses now)."""
+        return (self.current_arch() if arch is None else arch)[self.label]
+
+
+class MixedLayerChoice(_OneLabel):
     """One candidate at a time (sampling), or softmax(alpha)-weighted sum of all (DARTS).
 
     The plain module is the chosen candidate, placed where the choice was; its keys have no
@@ -53,9 +67,9 @@ class MixedLayerChoice(DifferentiableMixin, BaseSuperNetModule):
     def _argmax(self, label):
         return self.names[int(self.alpha(label).argmax())]
 
-    def chosen(self) -> nn.Module:
-        """The candidate of the current arch."""
-        return self._modules[self.current_arch()[self.label]]
+    def chosen(self, arch: Mapping[str, Any] | None = None) -> nn.Module:
+        """The candidate of ``arch`` (default: the one the forward uses now)."""
+        return self._modules[self.choice(arch)]
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.mixing():
@@ -64,13 +78,13 @@ class MixedLayerChoice(DifferentiableMixin, BaseSuperNetModule):
         return self.chosen()(*args, **kwargs)
 
     def freeze(self, memo):
-        return freeze_child(self._modules[memo[self.label]], memo, None)
+        return freeze_child(self.chosen(memo), memo, None)
 
     def _save_to_sub_state_dict(self, dest, prefix, keep_vars):
         collect_sub_state(self.chosen(), dest, prefix, keep_vars)
 
 
-class MixedInputChoice(DifferentiableMixin, BaseSuperNetModule):
+class MixedInputChoice(_OneLabel):
     """``n_chosen`` of ``n_candidates`` inputs (sampling), or their softmax-weighted sum (DARTS).
 
     Differentiable export keeps the ``n_chosen`` inputs with the largest weights.
@@ -103,17 +117,17 @@ class MixedInputChoice(DifferentiableMixin, BaseSuperNetModule):
         if self.mixing():
             weights = torch.softmax(self.alpha(self.label), -1)
             return _weighted_sum(weights, list(inputs))
-        return reduce_inputs([inputs[i] for i in self.current_arch()[self.label]],
+        return reduce_inputs([inputs[i] for i in self.choice()],
                              self.reduction)
 
     def freeze(self, memo):
-        return SelectInputs(memo[self.label], self.reduction)
+        return SelectInputs(self.choice(memo), self.reduction)
 
     def _save_to_sub_state_dict(self, dest, prefix, keep_vars):
         pass  # no tensors
 
 
-class MixedEdgeChoice(DifferentiableMixin, BaseSuperNetModule):
+class MixedEdgeChoice(_OneLabel):
     """The chosen edges' sum (sampling), or the softmax(alpha)-weighted sum of every edge (DARTS).
 
     Differentiable export keeps the ``n_chosen`` edges of largest weight. The plain module is a
@@ -153,20 +167,20 @@ class MixedEdgeChoice(DifferentiableMixin, BaseSuperNetModule):
         if self.mixing():
             weights = torch.softmax(self.alpha(self.label), -1)
             return _weighted_sum(weights, [self.edge(j)(inputs[j]) for j in range(self.n_edges)])
-        return sum_terms([(self.edge(j), inputs[j]) for j in self.current_arch()[self.label]])
+        return sum_terms([(self.edge(j), inputs[j]) for j in self.choice()])
 
     def freeze(self, memo):
-        chosen = memo[self.label]
+        chosen = self.choice(memo)
         ops = [freeze_child(self.edge(j), memo, f"ops.{k}", (self.label,))
                for k, j in enumerate(chosen)]
         return ChosenEdges(chosen, ops)
 
     def _save_to_sub_state_dict(self, dest, prefix, keep_vars):
-        for k, j in enumerate(self.current_arch()[self.label]):
+        for k, j in enumerate(self.choice()):
             collect_sub_state(self.edge(j), dest, f"{prefix}ops.{k}.", keep_vars)
 
 
-class MixedRepeat(DifferentiableMixin, BaseSuperNetModule):
+class MixedRepeat(_OneLabel):
     """Blocks repeated an elastic number of times.
 
     Sampling: the first ``d`` blocks. Differentiable: a softmax-weighted sum of the outputs at
@@ -212,15 +226,15 @@ class MixedRepeat(DifferentiableMixin, BaseSuperNetModule):
                     out = self._modules[str(i)](out)
             weights = torch.softmax(self.alpha(self.label), -1)
             return _weighted_sum(weights, [outputs[d] for d in depths])
-        for block in self.blocks(self.current_arch()[self.label]):
+        for block in self.blocks(self.choice()):
             x = block(x)
         return x
 
     def freeze(self, memo):
-        blocks = self.blocks(memo[self.label])
+        blocks = self.blocks(self.choice(memo))
         return nn.Sequential(*(freeze_child(b, memo, str(i), (self.label,))
                                for i, b in enumerate(blocks)))
 
     def _save_to_sub_state_dict(self, dest, prefix, keep_vars):
-        for i, block in enumerate(self.blocks(self.current_arch()[self.label])):
+        for i, block in enumerate(self.blocks(self.choice())):
             collect_sub_state(block, dest, f"{prefix}{i}.", keep_vars)

@@ -81,12 +81,21 @@ class ElasticModule(DifferentiableMixin, BaseSuperNetModule):
                 total[key] = p * padded if key not in total else total[key] + p * padded
         return total
 
+    def forward_values(self) -> dict[str, Any]:
+        """The evaluated arguments a forward uses: the active arch's, or the largest.
+
+        The largest under the differentiable mixture, which runs at full width.
+        """
+        return self.values(self._max_assignment) if self.mixing() else self.values()
+
     def forward_params(self) -> tuple[dict[str, Any], dict[str, torch.Tensor | None]]:
-        """(evaluated arguments, tensors) for this forward: the active path or the mixture."""
-        if self.mixing():
-            return self.values(self._max_assignment), self.mixed_params()
-        v = self.values()
-        return v, self.active_params(v)
+        """(evaluated arguments, tensors) for this forward: the active path or the mixture.
+
+        Layers whose mixture is not a weighted sum of tensors (the norms, attention) run the
+        active tensors of :meth:`forward_values` instead: see their ``forward``.
+        """
+        v = self.forward_values()
+        return v, self.mixed_params() if self.mixing() else self.active_params(v)
 
     def _save_to_sub_state_dict(self, dest, prefix, keep_vars):
         for key, t in self.active_params(self.values()).items():
@@ -105,6 +114,15 @@ class ElasticModule(DifferentiableMixin, BaseSuperNetModule):
     # Subclasses
     def active_params(self, v: Mapping[str, Any]) -> dict[str, torch.Tensor | None]:
         raise NotImplementedError
+
+
+def centre(full: int, k: int) -> slice:
+    """The centred window of ``k`` in ``full``, an odd extra row at the end.
+
+    The one rule for cropping a kernel and for putting a cropped one back.
+    """
+    start = (full - k) // 2
+    return slice(start, start + k)
 
 
 def check_positive(module: str, v: Mapping[str, Any], keys: tuple[str, ...]) -> None:
@@ -159,11 +177,11 @@ class ElasticConv2d(ElasticModule):
         if k == self.kernel_sizes[0]:
             return w
         if not self.kernel_transform:
-            s = (w.shape[-1] - k) // 2
-            return w[..., s:s + k, s:s + k]
+            c = centre(w.shape[-1], k)
+            return w[..., c, c]
         for a, b in zip(self.kernel_sizes, self.kernel_sizes[1:]):
-            s = (a - b) // 2
-            w = w[..., s:s + b, s:s + b]
+            c = centre(a, b)
+            w = w[..., c, c]
             m = getattr(self, f"transform_{a}to{b}")
             w = F.linear(w.reshape(*w.shape[:2], b * b), m).reshape(*w.shape[:2], b, b)
             if b == k:
@@ -171,7 +189,7 @@ class ElasticConv2d(ElasticModule):
         return w
 
     def active_params(self, v):
-        w = self.weight[: v["out_channels"], : 1 if self.depthwise else v["in_channels"]]
+        w = self.weight[: v["out_channels"], : v["in_channels"] // v["groups"]]
         w = self.crop_kernel(w, v["kernel_size"])
         b = None if self.bias is None else self.bias[: v["out_channels"]]
         return {"weight": w, "bias": b}
@@ -180,15 +198,14 @@ class ElasticConv2d(ElasticModule):
         if key != "weight" or t.shape[-1] == self.weight.shape[-1]:
             return self._embed_front(key, t)
         out = self.weight.new_zeros(self.weight.shape)
-        s = (self.weight.shape[-1] - t.shape[-1]) // 2
-        k = t.shape[-1]
-        out[: t.shape[0], : t.shape[1], s:s + k, s:s + k] = t
+        c = centre(self.weight.shape[-1], t.shape[-1])
+        out[: t.shape[0], : t.shape[1], c, c] = t
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         v, p = self.forward_params()
-        groups = x.shape[1] if self.depthwise else 1
-        return F.conv2d(x, p["weight"], p["bias"], v["stride"], v["padding"], v["dilation"], groups)
+        return F.conv2d(x, p["weight"], p["bias"], v["stride"], v["padding"], v["dilation"],
+                        v["groups"])
 
     def freeze(self, memo):
         v = self.values(memo)

@@ -46,7 +46,7 @@ class ElasticBatchNorm2d(ElasticModule):
         return out
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        v = self.values(self._max_assignment) if self.mixing() else self.values()
+        v = self.forward_values()
         p = self.active_params(v)
         momentum = v["momentum"]
         use_batch = self.training or p["running_mean"] is None
@@ -84,7 +84,7 @@ class ElasticLayerNorm(ElasticModule):
                 "bias": None if self.bias is None else self.bias[:k]}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        v = self.values(self._max_assignment) if self.mixing() else self.values()
+        v = self.forward_values()
         p = self.active_params(v)
         return F.layer_norm(x, (v["normalized_shape"],), p["weight"], p["bias"], v["eps"])
 
