@@ -20,12 +20,13 @@ from typing import Any
 import torch
 from torch import nn
 
+from .bundle.hashing import digest_file
 from .errors import CheckpointError, InputError
 from .space.placeholders import Placeholder
 from .supernet.base import BaseSuperNetModule
 from .supernet.convert import to_supernet
 
-__all__ = ["build_supernet", "file_sha256", "load_factory", "load_weights", "parse_shape"]
+__all__ = ["build_supernet", "load_factory", "load_weights", "parse_shape"]
 
 
 def load_factory(spec: str) -> Callable[..., Any]:
@@ -113,15 +114,6 @@ def _strategy_of(net: nn.Module) -> str | None:
     return None
 
 
-def file_sha256(path: str | Path) -> str:
-    """The sha256 of a file, read in chunks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file or a torch checkpoint (``weights_only=True``, never unpickled).
 
@@ -202,7 +194,7 @@ def load_weights(supernet: nn.Module, path: str | Path) -> str:
             ". Was it saved from the same search space (and strategy)?")
     with torch.no_grad():
         supernet.load_state_dict(state, strict=True)
-    return file_sha256(path)
+    return digest_file(path).sha256
 
 
 _SHAPE = re.compile(r"^\d+(x\d+)*$")

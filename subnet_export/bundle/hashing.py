@@ -10,7 +10,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["FileDigest", "digest_file", "list_files", "sha256_bytes"]
+__all__ = ["FileDigest", "digest_file", "list_files"]
 
 _CHUNK = 1 << 20
 
@@ -25,11 +25,6 @@ class FileDigest:
     def to_json(self) -> dict[str, object]:
         """Return the manifest form, ``{"size": ..., "sha256": ...}``."""
         return {"size": self.size, "sha256": self.sha256}
-
-
-def sha256_bytes(data: bytes) -> str:
-    """Return the hex sha256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
 
 
 def digest_file(path: str | os.PathLike[str]) -> FileDigest:

@@ -22,6 +22,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..errors import InputError
+from ..npz import load_npz
+
 __all__ = ["SampleCase", "parse_samples", "read_samples", "sample_key", "write_samples"]
 
 _KEY = re.compile(r"^(input|output|oracle)(?:\.(\d+))?:(.+)$", re.DOTALL)
@@ -141,8 +144,7 @@ def read_samples(path: str | os.PathLike[str]) -> list[SampleCase]:
             convention.
     """
     try:
-        with np.load(path, allow_pickle=False) as npz:
-            arrays = {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, zipfile.BadZipFile, EOFError) as e:
-        raise ValueError(f"cannot read {os.fspath(path)!r} as .npz: {e}") from e
+        arrays = load_npz(path, "samples")
+    except InputError as e:
+        raise ValueError(str(e)) from e
     return parse_samples(arrays)

@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..npz import load_npz, pick_inputs
 
 __all__ = ["InputSet", "make_inputs"]
 
@@ -84,20 +85,13 @@ def _random_like(example: torch.Tensor, batch: int, gen: torch.Generator) -> tor
 def _load_samples(samples: str | Path | Mapping[str, np.ndarray],
                   examples: tuple[torch.Tensor, ...],
                   input_names: Sequence[str] | None) -> tuple[torch.Tensor, ...]:
-    try:
-        data = (dict(np.load(samples, allow_pickle=False)) if isinstance(samples, (str, Path))
-                else dict(samples))
-    except (OSError, ValueError) as exc:
-        raise InputError(f"samples: cannot read {samples}: {exc}; pass an .npz file") from exc
-    keys = list(input_names) if input_names and set(input_names) <= set(data) else list(data)
-    if len(keys) != len(examples):
-        raise InputError(f"samples: {len(keys)} arrays for {len(examples)} model inputs; save "
-                         "one array per input, named like the graph inputs")
+    data = load_npz(samples, "samples") if isinstance(samples, (str, Path)) else dict(samples)
+    arrays = pick_inputs(data, "samples", names=input_names, count=len(examples))
     out = []
-    for key, ex in zip(keys, examples):
-        arr = np.asarray(data[key])
+    for k, (arr, ex) in enumerate(zip(arrays, examples)):
+        arr = np.asarray(arr)
         if arr.ndim != ex.ndim or tuple(arr.shape[1:]) != tuple(ex.shape[1:]):
-            raise InputError(f"samples: {key!r} has shape {list(arr.shape)}, the model takes "
+            raise InputError(f"samples: input {k} has shape {list(arr.shape)}, the model takes "
                              f"[batch, {', '.join(map(str, ex.shape[1:]))}]")
         out.append(torch.from_numpy(arr).to(ex.dtype))
     return tuple(out)

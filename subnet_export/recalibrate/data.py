@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -10,8 +9,9 @@ import numpy as np
 import torch
 
 from ..errors import InputError
+from ..npz import load_npz, pick_inputs
 
-__all__ = ["Batches", "read_npz", "select", "split", "to_tensors"]
+__all__ = ["Batches", "select", "split", "to_tensors"]
 
 Batches = list[tuple[torch.Tensor, ...]]
 
@@ -23,7 +23,7 @@ def to_tensors(data: Any) -> list[torch.Tensor]:
         InputError: no samples, NaN/Inf, inputs disagreeing on N, or an unreadable file.
     """
     if isinstance(data, (str, Path)):
-        data = read_npz(Path(data))
+        data = pick_inputs(load_npz(data, "calibration data"), "calibration data")
     items = list(data) if isinstance(data, (list, tuple)) else [data]
     if not items:
         raise InputError("calibration data is an empty sequence; pass one array per model input")
@@ -50,24 +50,6 @@ def to_tensors(data: Any) -> list[torch.Tensor]:
             f"calibration inputs disagree on the number of samples: "
             f"{[tuple(t.shape) for t in out]}; every input needs the same first dimension")
     return out
-
-
-def read_npz(path: Path) -> np.ndarray:
-    """The array named ``input`` of an .npz, else its first array (pickles refused)."""
-    if not path.is_file():
-        raise InputError(f"calibration data {str(path)!r} does not exist")
-    hint = "write it with numpy.savez(path, input=array)"
-    try:
-        loaded = np.load(path, allow_pickle=False)
-        if not isinstance(loaded, np.lib.npyio.NpzFile):
-            raise InputError(f"{str(path)!r} is a single .npy array, not an .npz; {hint}")
-        with loaded as npz:
-            if not npz.files:
-                raise InputError(f"calibration data {str(path)!r} holds no array; {hint}")
-            return npz["input" if "input" in npz.files else npz.files[0]]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
-        raise InputError(
-            f"cannot read calibration data {str(path)!r} as .npz ({err}); {hint}") from err
 
 
 def select(inputs: list[torch.Tensor], num_samples: int | None,
