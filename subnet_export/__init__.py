@@ -65,7 +65,7 @@ _EXPORTS: dict[str, str] = {
     "make_inputs": "parity.inputs",
     "ParityReport": "parity.report",
     "BackendResult": "parity.report",
-    "OutputComparison": "parity.report",
+    "OutputComparison": "parity.comparison",
     "Tolerance": "parity.rule",
     "NoiseCheck": "parity.rule",
     "locate_divergence": "parity.locate",

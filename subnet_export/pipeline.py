@@ -23,7 +23,8 @@ from .bundle.samples import sample_key
 from .bundle.write import write_bundle
 from .errors import InputError
 from .export.exporter import export_onnx
-from .parity.report import ParityReport, Tolerance
+from .parity.report import ParityReport
+from .parity.rule import Tolerance
 from .parity.validate import validate
 from .plain.materialize import materialize_with_labels
 from .recalibrate.bn import CalibrationInfo, recalibrate_bn

@@ -7,7 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from subnet_export.parity.report import BackendResult, OutputComparison
+from subnet_export.parity.comparison import OutputComparison
+from subnet_export.parity.report import BackendResult
 from subnet_export.parity.rule import (
     DEFAULT_NOISE_FACTOR,
     DEFAULT_NOISE_FACTORS,

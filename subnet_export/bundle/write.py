@@ -130,6 +130,17 @@ def _check_samples(cases: list[SampleCase], inputs: list[dict[str, Any]],
                 )
 
 
+def _promoted(extra: Mapping[str, Any], graph: GraphFacts) -> tuple[int, str | None]:
+    """The parameter count and source checkpoint digest ``extra`` gives, checked."""
+    n_params = extra.get("parameter_count", graph.parameter_count)
+    if not isinstance(n_params, int) or isinstance(n_params, bool) or n_params < 0:
+        raise InputError(f"extra['parameter_count'] must be a non-negative int, not {n_params!r}")
+    checkpoint = extra.get("source_checkpoint_sha256")
+    if checkpoint is not None and not isinstance(checkpoint, str):
+        raise InputError("extra['source_checkpoint_sha256'] must be a hex string")
+    return n_params, checkpoint
+
+
 def _model_facts(model_path: Path, graph: GraphFacts | None) -> GraphFacts:
     if not model_path.is_file():
         raise InputError(f"model file {model_path} does not exist; export the model first")
@@ -214,12 +225,7 @@ def write_bundle(
     except ValueError as e:
         raise InputError(f"bad samples: {e}") from e
     _check_samples(cases, inputs, outputs)
-    n_params = extra.get("parameter_count", graph.parameter_count)
-    if not isinstance(n_params, int) or isinstance(n_params, bool) or n_params < 0:
-        raise InputError(f"extra['parameter_count'] must be a non-negative int, not {n_params!r}")
-    checkpoint = extra.get("source_checkpoint_sha256")
-    if checkpoint is not None and not isinstance(checkpoint, str):
-        raise InputError("extra['source_checkpoint_sha256'] must be a hex string")
+    n_params, checkpoint = _promoted(extra, graph)
     tolerance = _tolerance(extra, recorded)
     if tolerance["noise_factor"] is not None and not all(c.oracles for c in cases):
         raise InputError("the samples' tolerance is the noise rule, which needs an 'oracle:<name>' "

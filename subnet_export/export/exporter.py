@@ -7,13 +7,10 @@ See docs/export.md for the names, opset, external-data and determinism rules.
 
 from __future__ import annotations
 
-import contextlib
 import json
-import logging
 import os
 import shutil
 import tempfile
-import warnings
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +24,8 @@ from ..errors import ExportError
 from ..version import __version__
 from .graph import GraphFacts
 from .passes import strip_zero_conv_bias
+from .trace import trace
+from .writing import normalise, save, step
 
 __all__ = [
     "ARCH_KEY",
@@ -46,9 +45,6 @@ EXPORTER_KEY = "subnet_export.exporter"
 
 # protobuf cannot serialise a message over 2 GiB; keep a margin for the graph itself
 _EXTERNAL_THRESHOLD = 2**31 - 2**26
-# node metadata that embeds source paths and line numbers: drops so the bytes do not depend on
-# where the code lives; the module scopes that locate.py reads are kept
-_DROPPED_NODE_METADATA = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node")
 
 
 @dataclass(frozen=True)
@@ -163,25 +159,7 @@ def export_onnx(
         raise ExportError(f"export: folder {target.parent} does not exist; create it first")
     if exporter not in ("dynamo", "torchscript"):
         raise ExportError(f"export: unknown exporter {exporter!r}; use 'dynamo' or 'torchscript'")
-    inputs = ((example_inputs,) if isinstance(example_inputs, torch.Tensor)
-              else tuple(example_inputs))
-    if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
-        raise ExportError("export: example_inputs must be a tensor or a non-empty tuple of tensors")
-    plain.eval()
-    with torch.no_grad():
-        outputs = plain(*inputs)
-    n_out = 1 if isinstance(outputs, torch.Tensor) else len(outputs)
-    if not isinstance(outputs, torch.Tensor) and not (
-        isinstance(outputs, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in outputs)
-    ):
-        raise ExportError("export: the model must return a tensor or a tuple of tensors")
-    in_names = tuple(input_names) if input_names else default_names("input", len(inputs))
-    out_names = tuple(output_names) if output_names else default_names("output", n_out)
-    if len(in_names) != len(inputs) or len(out_names) != n_out:
-        raise ExportError(
-            f"export: {len(inputs)} inputs/{n_out} outputs but {len(in_names)}/{len(out_names)} "
-            "names given; pass one name per tensor"
-        )
+    inputs, in_names, out_names = _io(plain, example_inputs, input_names, output_names)
     props = {VERSION_KEY: __version__, EXPORTER_KEY: exporter, **dict(metadata or {})}
     if arch is not None:
         props[ARCH_KEY] = json.dumps(arch, sort_keys=True, separators=(",", ":"))
@@ -193,18 +171,18 @@ def export_onnx(
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         raw = tmpdir / "raw.onnx"
-        _step("trace", lambda: _trace(plain, inputs, raw, exporter, opset, dynamic_batch,
-                                      in_names, out_names))
+        step("trace", lambda: trace(plain, inputs, raw, exporter, opset, dynamic_batch,
+                                    in_names, out_names))
         # Weights stay in the exporter's data file until the end: the graph is edited without
         # them, so no step holds the whole model as protobuf twice.
-        model = _step("load", lambda: onnx.load(str(raw), load_external_data=False))
+        model = step("load", lambda: onnx.load(str(raw), load_external_data=False))
         strip_zero_conv_bias(model)
-        _normalise(model, props)
+        normalise(model, props)
         staged = tmpdir / target.name
         data_name = f"{target.name}.data" if external else None
-        _step("save", lambda: _save(model, tmpdir, staged, data_name))
+        step("save", lambda: save(model, tmpdir, staged, data_name))
         facts = GraphFacts.of(model)  # the model as saved: external data where it now lives
-        _step("check", lambda: onnx.checker.check_model(str(staged), full_check=True))
+        step("check", lambda: onnx.checker.check_model(str(staged), full_check=True))
         if data_name:
             os.replace(tmpdir / data_name, target.parent / data_name)
         os.replace(staged, target)
@@ -226,103 +204,34 @@ def export_onnx(
     )
 
 
+def _io(plain: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor],
+        input_names: Sequence[str] | None, output_names: Sequence[str] | None,
+        ) -> tuple[tuple[torch.Tensor, ...], tuple[str, ...], tuple[str, ...]]:
+    """The example inputs as a tuple and the graph's input and output names, checked."""
+    inputs = ((example_inputs,) if isinstance(example_inputs, torch.Tensor)
+              else tuple(example_inputs))
+    if not inputs or not all(isinstance(t, torch.Tensor) for t in inputs):
+        raise ExportError("export: example_inputs must be a tensor or a non-empty tuple of tensors")
+    plain.eval()
+    with torch.no_grad():
+        outputs = plain(*inputs)
+    n_out = 1 if isinstance(outputs, torch.Tensor) else len(outputs)
+    if not isinstance(outputs, torch.Tensor) and not (
+        isinstance(outputs, (tuple, list)) and all(isinstance(o, torch.Tensor) for o in outputs)
+    ):
+        raise ExportError("export: the model must return a tensor or a tuple of tensors")
+    in_names = tuple(input_names) if input_names else default_names("input", len(inputs))
+    out_names = tuple(output_names) if output_names else default_names("output", n_out)
+    if len(in_names) != len(inputs) or len(out_names) != n_out:
+        raise ExportError(
+            f"export: {len(inputs)} inputs/{n_out} outputs but {len(in_names)}/{len(out_names)} "
+            "names given; pass one name per tensor"
+        )
+    return inputs, in_names, out_names
+
+
 def _unused(plain: nn.Module, facts: GraphFacts) -> tuple[str, ...]:
     # The dynamo export keeps state_dict names for initializers (optimize=False), so a plain
     # tensor missing from them is one the traced graph never reads.
     return tuple(sorted(name for name in _state_tensors(plain)
                         if name not in facts.initializer_names))
-
-
-_STEP_HINTS = {
-    "trace": "the model must trace with torch.export (no data-dependent control flow); "
-    "try exporter='torchscript' or fix the forward",
-    "load": "the exporter wrote an unreadable file; check disk space and the onnx version",
-    "save": "check disk space and write permission on the target folder",
-    "check": "the exported graph is invalid; try another opset or exporter",
-}
-
-
-def _step(name: str, fn: Any) -> Any:
-    """Run one export step; any failure becomes an ExportError naming the step."""
-    try:
-        return fn()
-    except ExportError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - every failure of a step is reported the same way
-        raise ExportError(f"export: step '{name}' failed: {exc}. {_STEP_HINTS[name]}") from exc
-
-
-def _trace(plain: nn.Module, inputs: tuple[torch.Tensor, ...], raw: Path, exporter: str,
-           opset: int | None, dynamic_batch: bool, in_names: tuple[str, ...],
-           out_names: tuple[str, ...]) -> None:
-    kwargs: dict[str, Any] = {"input_names": list(in_names), "output_names": list(out_names)}
-    if opset is not None:
-        kwargs["opset_version"] = opset
-    # no torch.no_grad() here: under it nn.MultiheadAttention takes a fused fast path that the
-    # TorchScript exporter cannot translate
-    with warnings.catch_warnings(), contextlib.redirect_stdout(None), _quiet("torch.onnx"):
-        warnings.simplefilter("ignore")
-        if exporter == "torchscript":
-            if dynamic_batch:
-                kwargs["dynamic_axes"] = {n: {0: "batch"} for n in (*in_names, *out_names)}
-            torch.onnx.export(plain, inputs, str(raw), dynamo=False, do_constant_folding=False,
-                              **kwargs)
-            return
-        if dynamic_batch:
-            # torch.export specialises a size-1 dimension; trace at batch 2 so it stays symbolic
-            inputs = tuple(t.expand(2, *t.shape[1:]).contiguous() if t.ndim and t.shape[0] == 1
-                           else t for t in inputs)
-            batch = torch.export.Dim("batch")
-            kwargs["dynamic_shapes"] = tuple({0: batch} if t.ndim else None for t in inputs)
-        program = torch.onnx.export(plain, inputs, dynamo=True, optimize=False, verbose=False,
-                                    **kwargs)
-        program.save(str(raw), external_data=True)
-
-
-@contextlib.contextmanager
-def _quiet(name: str):
-    # torch.onnx logs a warning per missing optional package (torchvision ops) on every export
-    logger = logging.getLogger(name)
-    level = logger.level
-    logger.setLevel(logging.ERROR)
-    try:
-        yield
-    finally:
-        logger.setLevel(level)
-
-
-def _save(model: onnx.ModelProto, tmpdir: Path, staged: Path, data_name: str | None) -> None:
-    """Write ``model`` to ``staged``: inline, or with its weights in ``data_name`` beside it."""
-    external = [t for t in model.graph.initializer
-                if t.data_location == onnx.TensorProto.EXTERNAL]
-    locations = {e.value for t in external for e in t.external_data if e.key == "location"}
-    if data_name is None or len(locations) != 1:
-        onnx.load_external_data_for_model(model, str(tmpdir))
-        onnx.save_model(model, str(staged), save_as_external_data=data_name is not None,
-                        all_tensors_to_one_file=True, location=data_name, size_threshold=0)
-        return
-    # One data file already: rename it and point the tensors at it, offsets unchanged.
-    os.replace(tmpdir / locations.pop(), tmpdir / data_name)
-    for tensor in external:
-        for entry in tensor.external_data:
-            if entry.key == "location":
-                entry.value = data_name
-    onnx.save_model(model, str(staged))
-
-
-def _normalise(model: onnx.ModelProto, props: Mapping[str, str]) -> None:
-    """Remove what differs between runs or machines and stamp our metadata, sorted by key."""
-    model.doc_string = ""
-    model.graph.doc_string = ""
-    for node in model.graph.node:
-        node.doc_string = ""
-        kept = [(p.key, p.value) for p in node.metadata_props
-                if p.key not in _DROPPED_NODE_METADATA]
-        del node.metadata_props[:]
-        for key, value in kept:
-            node.metadata_props.add(key=key, value=value)
-    merged = {p.key: p.value for p in model.metadata_props}
-    merged.update(props)
-    del model.metadata_props[:]
-    for key in sorted(merged):
-        model.metadata_props.add(key=key, value=merged[key])

@@ -1,6 +1,7 @@
 """Stage 4, validate: the parity report of the ONNX file against the supernet path.
 
-``rule`` (the verdict rule; numpy only), ``report`` (``ParityReport`` and its parts; numpy only),
+``rule`` (the verdict rule), ``comparison`` (per-set figures), ``report`` (``ParityReport`` and its
+parts), ``record`` (what the bundle side reads of a recorded report): numpy or stdlib only.
 ``inputs`` (the input sets), ``backends`` (torch and onnxruntime candidates), ``locate`` (the
 first diverging module), ``validate`` (the stage).
 """

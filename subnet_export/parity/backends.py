@@ -21,7 +21,8 @@ from torch import nn
 from ..arch import fixed_arch
 from ..runtime import available_providers, backend_name, make_session
 from .inputs import InputSet
-from .report import BackendResult, Tolerance, tolerance_for
+from .report import BackendResult
+from .rule import Tolerance, tolerance_for
 
 __all__ = ["Judge", "Oracle", "ort_backend", "reference_outputs", "run_torch", "torch_backends"]
 

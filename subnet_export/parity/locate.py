@@ -23,8 +23,9 @@ from torch import nn
 
 from ..export.graph import input_names
 from ..runtime import make_session
-from .report import Divergence, OutputComparison, Tolerance
-from .rule import describe_failure, noise_check, tolerance_for
+from .comparison import OutputComparison
+from .report import Divergence
+from .rule import Tolerance, describe_failure, noise_check, tolerance_for
 
 __all__ = ["Divergence", "locate_divergence", "locate_torch_divergence", "module_scopes"]
 

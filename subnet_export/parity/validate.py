@@ -28,7 +28,8 @@ from ..plain.materialize import module_labels as module_labels_of
 from ..version import __version__
 from .backends import Judge, Oracle, ort_backend, reference_outputs, torch_backends
 from .inputs import InputSet, make_inputs
-from .report import BackendResult, ParityReport, SetArrays, Tolerance, tolerance_for
+from .report import BackendResult, ParityReport, SetArrays
+from .rule import Tolerance, tolerance_for
 
 __all__ = ["DEFAULT_PROVIDERS", "validate"]
 
