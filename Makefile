@@ -7,8 +7,8 @@ STAMP  := $(VENV)/.installed
 
 # Parity-sensitive tests, rerun by CI under torch's generic CPU kernels: a test that leans on one
 # machine's float32 bits fails on every machine, not only on another CPU.
-KERNEL_TESTS := tests/test_models_onnx.py tests/test_models.py tests/test_elastic.py \
-                tests/test_validate.py tests/test_parity_rule.py tests/test_locate.py
+KERNEL_TESTS := tests/test_models_onnx.py tests/test_models.py tests/supernet/test_elastic.py \
+                tests/parity
 
 .PHONY: venv demo test test-kernels bench study clean
 

@@ -17,7 +17,7 @@ from subnet_export.bundle.verify import check_files, require_intact, verify_bund
 from subnet_export.bundle.write import write_bundle
 from subnet_export.errors import BundleError, TamperError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FILES = ["arch.json", "model.onnx", "net.onnx.data", "parity.json", "samples.npz"]
 
 

@@ -13,7 +13,7 @@ import subnet_export as se
 from models import get_space, list_spaces
 from subnet_export.pipeline import export_subnet
 
-BUDGETS = Path(__file__).resolve().parents[1] / "ci" / "budgets"
+BUDGETS = Path(__file__).resolve().parents[2] / "ci" / "budgets"
 SCRIPT = Path(sys.executable).with_name("subnet-export")
 
 

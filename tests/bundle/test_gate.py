@@ -20,7 +20,7 @@ from subnet_export.errors import InputError, TamperError
 from subnet_export.export.graph import op_types
 from subnet_export.parity.record import RecordedParity
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 # The tiny Gemm bundle: 15 parameters, opset 17, ops Gemm/Relu/Identity, max abs error 2.5e-7.
 PASSING = """

@@ -24,7 +24,7 @@ from subnet_export.bundle.verify import verify_bundle
 from subnet_export.bundle.write import write_bundle
 from subnet_export.errors import InputError
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def _hidden_leftovers(parent: Path) -> list[str]:
