@@ -12,7 +12,7 @@ from typing import Any
 
 from .version import __version__
 
-# public name -> module that defines it
+# public name -> the module that defines it (tests/test_public_api.py checks both ways)
 _EXPORTS: dict[str, str] = {
     # choices and specs
     "Choice": "space.choice",

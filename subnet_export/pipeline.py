@@ -96,7 +96,7 @@ def export_subnet(
         exporter: ``"dynamo"`` or ``"torchscript"``.
         opset: ONNX opset (None: torch's default).
         providers: onnxruntime providers to validate on (default: CPU, and CUDA when there).
-        tolerance: one tolerance for every backend (None: the noise rule, ``rule.py``).
+        tolerance: one tolerance for every backend (None: the noise rule, ``parity/rule.py``).
         samples: an ``.npz`` of user inputs, validated as one more input set.
         batch: the larger batch size checked besides batch 1.
         seed: seed of the random inputs.

@@ -51,3 +51,22 @@ def test_importing_the_package_does_not_import_torch():
     code = "import sys, subnet_export; assert 'torch' not in sys.modules; print('ok')"
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+@pytest.mark.parametrize("name", [n for n in se.__all__ if n != "__version__"])
+def test_the_map_points_at_the_defining_module(name):
+    value = getattr(se, name)
+    if inspect.isclass(value) or inspect.isfunction(value):
+        assert value.__module__ == f"subnet_export.{se._EXPORTS[name]}"
+
+
+def test_every_module_lists_only_what_it_defines():
+    import importlib
+    import pkgutil
+
+    for info in pkgutil.walk_packages(se.__path__, "subnet_export."):
+        module = importlib.import_module(info.name)
+        for name in getattr(module, "__all__", []):
+            value = getattr(module, name)
+            if inspect.isclass(value) or inspect.isfunction(value):
+                assert value.__module__ == info.name, f"{info.name}.__all__ re-exports {name}"

@@ -63,7 +63,8 @@ class BundleManifest:
         source_checkpoint_sha256: sha256 of the checkpoint the model came from, if known.
         parity: ``"passed"`` or ``"failed"``, the verdict of ``parity.json``.
         tolerance: the rule ``verify`` applies to the samples: ``{"atol", "rtol",
-            "noise_factor"}``, each a number >= 0 or None, at least one set (see ``rule.py``).
+            "noise_factor"}``, each a number >= 0 or None, at least one set (see
+            ``parity/rule.py``).
         sample_cases: number of cases in ``samples.npz``.
         files: relative path -> ``{"size", "sha256"}`` for every bundle file but the manifest.
         extra: free-form JSON the writer added (calibration, exporter, ...).

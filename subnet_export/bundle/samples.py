@@ -5,8 +5,8 @@ ONNX graph input or output name (it may itself contain ``:`` or ``.``; only the 
 splits), and the optional ``case`` a non-negative integer (no suffix means case 0). So one case is
 ``{"input:x": ..., "output:logits": ...}`` and a second one adds ``"input.1:x"``,
 ``"output.1:logits"``. Every case holds every graph input and at least one output. ``oracle``
-arrays are the float64 outputs of the same reference (the noise rule's oracle, ``rule.py``); a
-case that has any has one for each of its outputs.
+arrays are the float64 outputs of the same reference (the noise rule's oracle,
+``parity/rule.py``); a case that has any has one for each of its outputs.
 
 numpy only: ``verify`` reads this on machines without torch.
 """

@@ -17,12 +17,11 @@ import numpy as np
 from ..errors import BundleError, InputError, TamperError
 from ..parity.rule import NoiseCheck, noise_check
 from ..runtime import available_providers, make_session
-from .integrity import FileCheck, check_files, load_manifest, require_intact, tamper_message
+from .integrity import FileCheck, check_files, tamper_message
 from .layout import SAMPLES_NAME, TOLERANCE_KEYS
 from .samples import SampleCase, read_samples
 
-__all__ = ["FileCheck", "NoiseCheck", "SampleCheck", "VerifyReport", "check_files", "load_manifest",
-           "require_intact", "verify_bundle"]
+__all__ = ["SampleCheck", "VerifyReport", "verify_bundle"]
 
 
 @dataclass
@@ -202,7 +201,7 @@ def verify_bundle(
             given replaces the manifest's whole tolerance (an unset one is off); none given
             keeps the manifest's.
         rtol: elementwise relative tolerance.
-        noise_factor: the noise rule's factor (``rule.py``): onnxruntime's error against the
+        noise_factor: the noise rule's factor (``parity/rule.py``): onnxruntime's error against the
             samples' float64 oracle, pooled over the cases, in units of the reference's own.
         require_parity: fail when the manifest's parity verdict is ``failed``.
 

@@ -27,7 +27,7 @@ from .comparison import OutputComparison
 from .report import Divergence
 from .rule import Tolerance, describe_failure, noise_check, tolerance_for
 
-__all__ = ["Divergence", "locate_divergence", "locate_torch_divergence", "module_scopes"]
+__all__ = ["locate_divergence", "locate_torch_divergence", "module_scopes"]
 
 _NO_MODULE = "_empty_nn_module_stack_from_metadata_hook"
 

@@ -14,8 +14,8 @@ from onnx import TensorProto, helper
 
 from subnet_export.bundle.budget import Budget, LatencyBudget
 from subnet_export.bundle.gate import gate
+from subnet_export.bundle.integrity import load_manifest
 from subnet_export.bundle.latency import bundle_feed
-from subnet_export.bundle.verify import load_manifest
 from subnet_export.errors import InputError, TamperError
 from subnet_export.export.graph import op_types
 from subnet_export.parity.record import RecordedParity

@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 from _onnx_fixtures import PARITY_OK, gemm_model, gemm_samples, make_bundle
 
-from subnet_export.bundle.verify import check_files, require_intact, verify_bundle
+from subnet_export.bundle.integrity import check_files, require_intact
+from subnet_export.bundle.verify import verify_bundle
 from subnet_export.bundle.write import write_bundle
 from subnet_export.errors import BundleError, TamperError
 
