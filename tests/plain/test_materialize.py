@@ -100,6 +100,22 @@ def test_module_labels_maps_plain_paths(net) -> None:
     assert every <= set(arch)
 
 
+def test_one_skeleton_build_gives_the_model_and_its_labels(net, monkeypatch) -> None:
+    from subnet_export.plain import materialize as stage
+
+    arch = se.freeze(net, random_archs(net, 1, seed=5)[0])
+    builds = []
+    real = stage.freeze_module
+    monkeypatch.setattr(stage, "freeze_module", lambda *a: builds.append(1) or real(*a))
+    built = stage.materialize_with_labels(net, arch)
+    assert len(builds) == 1 and built.arch == arch
+    assert built.labels == se.module_labels(net, arch)
+    plain = se.materialize(net, arch)
+    x = _x(2)
+    with torch.no_grad():
+        assert torch.equal(built.model(x), plain(x))
+
+
 def test_module_labels_includes_choice_attributes(net) -> None:
     labels = se.module_labels(net, _extremes(net)[-1])
     assert labels.get("attn.shuffle") == ["heads"]
