@@ -30,9 +30,8 @@ Arch = dict[str, Any]
 def search_space(supernet: nn.Module) -> dict[str, ParameterSpec]:
     """``{label: ParameterSpec}`` of every label in the supernet, in module order.
 
-    A repeat's depth label may also be read in an expression (the next stage's input width
-    depends on whether a stage exists): a ``depth`` spec and a ``value`` spec with the same
-    candidates are one label, reported as ``depth``.
+    The walk itself is ``supernet.walk.collect_specs`` (which ``to_supernet`` runs too, to check
+    the space); a depth label read in an expression as well is reported once, as ``depth``.
 
     Raises:
         SearchSpaceError: placeholders are left (``to_supernet`` was not called), or one label

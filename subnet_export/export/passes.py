@@ -1,13 +1,117 @@
-"""Graph clean-ups applied to every export: small, exact, and checked by tests."""
+"""Graph clean-ups applied to every export: small, exact, and each with a checked contract.
+
+A pass follows onnx-ir's shape: ``requires(model)`` (its precondition), ``call(model)`` (the
+change, in place), ``ensures(model)`` (its postcondition). Running one checks all three, plus what
+every pass here keeps: the graph's inputs, outputs and initializers, so the file still holds
+exactly the plain model's weights. A broken contract is an ``ExportError`` naming the pass.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import dataclass
 
 import onnx
 from onnx import numpy_helper
 
-__all__ = ["strip_zero_conv_bias"]
+from ..errors import ExportError
+
+__all__ = ["GraphPass", "PassResult", "StripZeroConvBias", "strip_zero_conv_bias"]
+
+
+@dataclass(frozen=True)
+class PassResult:
+    """What a pass did: whether it changed the model, and how many places."""
+
+    modified: bool
+    changed: int
+
+
+def _signature(model: onnx.ModelProto) -> tuple[list[str], list[str], list[str]]:
+    graph = model.graph
+    return ([i.name for i in graph.input], [o.name for o in graph.output],
+            [t.name for t in graph.initializer])
+
+
+class GraphPass:
+    """An in-place ONNX graph pass with a checked contract (see the module docstring)."""
+
+    name = "pass"
+
+    def requires(self, model: onnx.ModelProto) -> str | None:
+        """Why the pass cannot run on ``model``, or None."""
+        return None
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        """Change ``model`` in place."""
+        raise NotImplementedError
+
+    def ensures(self, model: onnx.ModelProto) -> str | None:
+        """What the pass failed to achieve on ``model``, or None."""
+        return None
+
+    def __call__(self, model: onnx.ModelProto) -> PassResult:
+        """Run the pass with its contract checked.
+
+        Raises:
+            ExportError: a precondition or postcondition does not hold.
+        """
+        why = self.requires(model)
+        if why:
+            raise ExportError(f"export: pass {self.name} cannot run: {why}")
+        before = _signature(model)
+        result = self.call(model)
+        why = self.ensures(model)
+        if not why and _signature(model) != before:
+            why = "it changed the graph's inputs, outputs or initializers"
+        if why:
+            raise ExportError(f"export: pass {self.name} broke its contract: {why}; this is a bug "
+                              "of subnet-export, please report it")
+        return result
+
+
+def _zero_bias(node: onnx.NodeProto, producer: dict[str, onnx.NodeProto]) -> bool:
+    """Whether a Conv's bias is torch.onnx's run-time zero, ``Expand(CastLike(0, x), ...)``."""
+    def made_by(name: str, op: str) -> onnx.NodeProto | None:
+        found = producer.get(name)
+        return found if found is not None and found.op_type == op else None
+
+    if node.op_type != "Conv" or len(node.input) != 3 or not node.input[2]:
+        return False
+    expand = made_by(node.input[2], "Expand")
+    cast = made_by(expand.input[0], "CastLike") if expand is not None else None
+    const = made_by(cast.input[0], "Constant") if cast is not None else None
+    if const is None:
+        return False
+    values = [numpy_helper.to_array(a.t) for a in const.attribute if a.name == "value"]
+    return len(values) == 1 and values[0].size == 1 and values[0].item() == 0
+
+
+class StripZeroConvBias(GraphPass):
+    """Drop the all-zero bias that torch.onnx (dynamo, unoptimised) gives every bias-less Conv.
+
+    See :func:`strip_zero_conv_bias`. Ensures: no Conv is left with such a bias.
+    """
+
+    name = "strip_zero_conv_bias"
+
+    def call(self, model: onnx.ModelProto) -> PassResult:
+        graph = model.graph
+        producer = {o: n for n in graph.node for o in n.output}
+        changed = 0
+        for node in graph.node:
+            if _zero_bias(node, producer):
+                del node.input[2]
+                changed += 1
+        if changed:
+            _remove_dead_nodes(graph)
+        return PassResult(bool(changed), changed)
+
+    def ensures(self, model: onnx.ModelProto) -> str | None:
+        graph = model.graph
+        producer = {o: n for n in graph.node for o in n.output}
+        left = [n.name for n in graph.node if _zero_bias(n, producer)]
+        return f"Conv nodes {left[:3]} still take a run-time zero bias" if left else None
 
 
 def strip_zero_conv_bias(model: onnx.ModelProto) -> int:
@@ -22,31 +126,11 @@ def strip_zero_conv_bias(model: onnx.ModelProto) -> int:
 
     Returns:
         The number of Conv nodes changed.
+
+    Raises:
+        ExportError: the pass broke its contract (:class:`StripZeroConvBias`).
     """
-    graph = model.graph
-    producer = {o: n for n in graph.node for o in n.output}
-
-    def made_by(name: str, op: str) -> onnx.NodeProto | None:
-        node = producer.get(name)
-        return node if node is not None and node.op_type == op else None
-
-    changed = 0
-    for node in graph.node:
-        if node.op_type != "Conv" or len(node.input) != 3 or not node.input[2]:
-            continue
-        expand = made_by(node.input[2], "Expand")
-        cast = made_by(expand.input[0], "CastLike") if expand is not None else None
-        const = made_by(cast.input[0], "Constant") if cast is not None else None
-        if const is None:
-            continue
-        values = [numpy_helper.to_array(a.t) for a in const.attribute if a.name == "value"]
-        if len(values) != 1 or values[0].size != 1 or values[0].item() != 0:
-            continue
-        del node.input[2]
-        changed += 1
-    if changed:
-        _remove_dead_nodes(graph)
-    return changed
+    return StripZeroConvBias()(model).changed
 
 
 def _names_read(graph: onnx.GraphProto) -> Iterator[str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import onnx
 import onnxruntime as ort
+import pytest
 import torch
 from _noise import assert_within_noise, run_float64
 from torch import nn
@@ -57,3 +58,32 @@ def test_pass_leaves_a_nonzero_bias_alone(tmp_path):
     proto = onnx.load(str(result.path))
     assert strip_zero_conv_bias(proto) == 0  # already clean, and the real bias is kept
     assert sum(len(n.input) == 3 for n in proto.graph.node if n.op_type == "Conv") == 1
+
+
+def test_a_pass_that_breaks_its_contract_is_an_export_error(tmp_path):
+    from subnet_export.errors import ExportError
+    from subnet_export.export.passes import GraphPass, PassResult, StripZeroConvBias
+
+    model = ConvBN().eval()
+    result = se.export_onnx(model, torch.randn(1, 3, 10, 10), tmp_path / "m.onnx")
+    proto = onnx.load(str(result.path))
+
+    class DropsAnOutput(GraphPass):
+        name = "drops_an_output"
+
+        def call(self, m):
+            m.graph.output.pop()
+            return PassResult(True, 1)
+
+    class NeverRuns(GraphPass):
+        name = "never_runs"
+
+        def requires(self, m):
+            return "it wants a graph it does not have"
+
+    with pytest.raises(ExportError, match="drops_an_output broke its contract: it changed"):
+        DropsAnOutput()(onnx.ModelProto.FromString(proto.SerializeToString()))
+    with pytest.raises(ExportError, match="never_runs cannot run: it wants"):
+        NeverRuns()(proto)
+    # the shipped pass holds its own contract on a fresh export
+    assert StripZeroConvBias()(proto) == PassResult(False, 0)
