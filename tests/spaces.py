@@ -21,6 +21,8 @@ from subnet_export.space.placeholders import Placeholder
 __all__ = [
     "NOISE_FACTOR",
     "STRATEGIES",
+    "alpha_of",
+    "image",
     "AttentionBlock",
     "CompositeSpace",
     "HeadShuffle",
@@ -195,6 +197,19 @@ def every_arch(specs: Mapping[str, Any]) -> list[dict[str, Any]]:
     labels = list(specs)
     return [dict(zip(labels, combo))
             for combo in itertools.product(*(specs[lb].values() for lb in labels))]
+
+
+def image(c: int = 3, size: int = 6) -> torch.Tensor:
+    """A seeded ``(2, c, size, size)`` input, the same for the same shape."""
+    return torch.randn(2, c, size, size, generator=torch.Generator().manual_seed(c * 100 + size))
+
+
+def alpha_of(net: nn.Module, label: str) -> nn.Parameter:
+    """The architecture weights of ``label`` (shared by every module with that label)."""
+    for _, m in net.named_modules():
+        if isinstance(m, se.BaseSuperNetModule) and label in getattr(m, "_alpha_labels", ()):
+            return m.alpha(label)
+    raise KeyError(label)
 
 
 def arch_sweep(specs: Mapping[str, Any], limit: int = 24, seed: int = 0) -> list[dict[str, Any]]:

@@ -15,10 +15,12 @@ from spaces import (
     STRATEGIES,
     CompositeSpace,
     HeadShuffle,
+    alpha_of,
     assert_plain_contract,
     build,
     count_params,
     every_arch,
+    image,
 )
 from torch import nn
 
@@ -27,16 +29,6 @@ import subnet_export as se
 W = se.Choice([4, 8], label="w")
 
 
-def _x(c: int = 3, size: int = 6) -> torch.Tensor:
-    return torch.randn(2, c, size, size, generator=torch.Generator().manual_seed(c * 100 + size))
-
-
-def _alpha(net: nn.Module, label: str) -> nn.Parameter:
-    """The architecture weights of ``label`` (shared by every module with that label)."""
-    for _, m in net.named_modules():
-        if isinstance(m, se.BaseSuperNetModule) and label in getattr(m, "_alpha_labels", ()):
-            return m.alpha(label)
-    raise KeyError(label)
 
 
 # -- layer choice ----------------------------------------------------------------------------------
@@ -73,7 +65,7 @@ def test_layer_choice(strategy: str, as_list: bool) -> None:
     assert set(specs) == {"w", "op"}, "the candidates' width must be the outer label"
     assert specs["op"].kind == "layer" and list(specs["op"].candidates) == keys
     for arch in every_arch(se.search_space(net)):
-        plain = assert_plain_contract(net, arch, _x())
+        plain = assert_plain_contract(net, arch, image())
         assert count_params(plain) == _layer_choice_params(arch, keys)
         expected = (nn.Conv2d, nn.Sequential, nn.Identity)[keys.index(arch["op"])]
         assert type(plain.op) is expected
@@ -122,7 +114,7 @@ def test_input_choice(strategy: str, reduction: str, n_chosen: int) -> None:
     net = build(InputChoiceSpace(n_chosen, reduction), strategy)
     spec = se.search_space(net)["pick"]
     assert spec.kind == "input" and spec.size == math.comb(3, n_chosen)
-    x = _x()
+    x = image()
     with torch.no_grad():
         outs = [b(x) for b in net.branches]
     for arch in every_arch(se.search_space(net)):
@@ -138,7 +130,7 @@ def test_input_choice_differentiable_export_is_top_n() -> None:
     net = build(InputChoiceSpace(2, "sum"), "differentiable")
     weights = torch.tensor([0.3, -1.0, 2.0])
     with torch.no_grad():
-        _alpha(net, "pick").copy_(weights)
+        alpha_of(net, "pick").copy_(weights)
     top = sorted(weights.topk(2).indices.tolist())
     assert se.freeze(net) == {"pick": top}
     probs = net.pick.export_probs({})["pick"]
@@ -177,7 +169,7 @@ def test_repeat(strategy: str, how: str, depths: list[int]) -> None:
         first, second = (net.get_submodule(f"rep.{i}.0").weight for i in (0, 1))
         assert first.data_ptr() != second.data_ptr()
     for arch in every_arch(se.search_space(net)):
-        plain = assert_plain_contract(net, arch, _x())
+        plain = assert_plain_contract(net, arch, image())
         d, w = arch["depth"], arch["w"]
         assert len(plain.rep) == d
         assert count_params(plain) == (3 * w + w) + d * (w * w * 9 + w + 2 * w)
@@ -191,7 +183,7 @@ def test_repeat_differentiable_export_is_the_argmax() -> None:
     net = build(RepeatSpace("factory", [1, 2, 3]), "differentiable")
     for best in range(3):
         with torch.no_grad():
-            _alpha(net, "depth").copy_(torch.nn.functional.one_hot(torch.tensor(best), 3) * 2.0)
+            alpha_of(net, "depth").copy_(torch.nn.functional.one_hot(torch.tensor(best), 3) * 2.0)
         assert se.freeze(net)["depth"] == [1, 2, 3][best]
 
 
@@ -202,8 +194,8 @@ def test_differentiable_export_is_the_argmax(op: str, w: int) -> None:
     net = build(LayerChoiceSpace(), "differentiable")
     keys = ["conv3", "conv_bn", "skip"]
     with torch.no_grad():
-        _alpha(net, "op").copy_(torch.tensor([0.5 if k == op else -0.5 for k in keys]))
-        _alpha(net, "w").copy_(torch.tensor([1.0, -1.0] if w == 4 else [-1.0, 1.0]))
+        alpha_of(net, "op").copy_(torch.tensor([0.5 if k == op else -0.5 for k in keys]))
+        alpha_of(net, "w").copy_(torch.tensor([1.0, -1.0] if w == 4 else [-1.0, 1.0]))
     assert se.freeze(net) == {"w": w, "op": op}
     plain = se.materialize(net)
     assert plain.head.in_features == w
@@ -224,7 +216,7 @@ def test_export_probs(strategy: str) -> None:
     alpha = torch.tensor([2.0, 0.0, -1.0])
     if strategy == "differentiable":
         with torch.no_grad():
-            _alpha(net, "op").copy_(alpha)
+            alpha_of(net, "op").copy_(alpha)
     probs = net.op.export_probs({})
     assert list(probs) == ["op"]
     got = torch.tensor(list(probs["op"].values()))

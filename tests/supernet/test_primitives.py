@@ -10,7 +10,15 @@ from __future__ import annotations
 import pytest
 import torch
 from _noise import assert_within_noise
-from spaces import STRATEGIES, assert_plain_contract, build, count_params, every_arch
+from spaces import (
+    STRATEGIES,
+    alpha_of,
+    assert_plain_contract,
+    build,
+    count_params,
+    every_arch,
+    image,
+)
 from torch import nn
 
 import subnet_export as se
@@ -18,15 +26,6 @@ import subnet_export as se
 W = se.Choice([4, 8], label="w")
 
 
-def _x(c: int = 3, size: int = 6) -> torch.Tensor:
-    return torch.randn(2, c, size, size, generator=torch.Generator().manual_seed(c * 100 + size))
-
-
-def _alpha(net: nn.Module, label: str) -> nn.Parameter:
-    for _, m in net.named_modules():
-        if isinstance(m, se.BaseSuperNetModule) and label in getattr(m, "_alpha_labels", ()):
-            return m.alpha(label)
-    raise KeyError(label)
 
 
 # -- Parameter -------------------------------------------------------------------------------------
@@ -81,8 +80,8 @@ def test_parameter_differentiable_mixture_runs_at_full_size() -> None:
     net = build(TokenSpace(), "differentiable", weights=True)
     assert net(_tokens()).shape == (2, TOKENS + 1, 3)
     with torch.no_grad():
-        _alpha(net, "w").copy_(torch.tensor([-1.0, 1.0]))
-        _alpha(net, "r").copy_(torch.tensor([1.0, -1.0]))
+        alpha_of(net, "w").copy_(torch.tensor([-1.0, 1.0]))
+        alpha_of(net, "r").copy_(torch.tensor([1.0, -1.0]))
     assert se.freeze(net) == {"w": 8, "r": 2}
     assert se.materialize(net).table.weight.shape == (2, 8)
 
@@ -151,7 +150,7 @@ def test_edge_choice(strategy: str, n_chosen: int) -> None:
     spec = se.search_space(net)["node"]
     assert spec.kind == "input" and spec.n_chosen == n_chosen and spec.candidates == (0, 1, 2)
     for arch in every_arch(se.search_space(net)):
-        plain = assert_plain_contract(net, arch, _x())
+        plain = assert_plain_contract(net, arch, image())
         w, chosen = arch["w"], arch["node"]
         assert type(plain.node) is se.ChosenEdges
         assert plain.node.indices == chosen and len(plain.node.ops) == n_chosen
@@ -169,9 +168,9 @@ def test_edge_choice_zero_edges_leave_no_op() -> None:
     # A chosen edge whose op is the zero op adds nothing: the plain node skips it.
     net = build(EdgeSpace(2), "sampling", weights=True)
     arch = {"w": 4, "e1": "none", "node": [1, 2]}
-    plain = assert_plain_contract(net, arch, _x())
+    plain = assert_plain_contract(net, arch, image())
     assert type(plain.node.ops[0]) is se.Zero
-    s = plain.stem(_x())
+    s = plain.stem(image())
     assert torch.equal(plain.node([s, torch.relu(s), 0.5 * s]), plain.node.ops[1](0.5 * s))
 
 
@@ -179,7 +178,7 @@ def test_edge_choice_differentiable_export_is_the_top_k() -> None:
     net = build(EdgeSpace(2), "differentiable", weights=True)
     for weights in ([0.3, -1.0, 0.9], [-0.2, 0.4, 0.1], [2.0, 1.0, -3.0]):
         with torch.no_grad():
-            _alpha(net, "node").copy_(torch.tensor(weights))
+            alpha_of(net, "node").copy_(torch.tensor(weights))
         top2 = sorted(torch.tensor(weights).topk(2).indices.tolist())
         assert se.freeze(net)["node"] == top2
         plain = se.materialize(net)
@@ -189,10 +188,10 @@ def test_edge_choice_differentiable_export_is_the_top_k() -> None:
 def test_edge_choice_differentiable_forward_is_the_softmax_mixture() -> None:
     net = build(EdgeSpace(1), "differentiable", weights=True)
     with torch.no_grad():
-        _alpha(net, "node").copy_(torch.tensor([0.5, -0.25, 1.0]))
-    s = net.stem(_x())
+        alpha_of(net, "node").copy_(torch.tensor([0.5, -0.25, 1.0]))
+    s = net.stem(image())
     states = [s, torch.relu(s), 0.5 * s]
-    p = torch.softmax(_alpha(net, "node"), -1)
+    p = torch.softmax(alpha_of(net, "node"), -1)
     with torch.no_grad():
         terms = [net.node.edge(j)(states[j]) for j in range(3)]
         ref = sum(p[j] * terms[j] for j in range(3))
@@ -248,7 +247,7 @@ def test_depth_label_read_in_an_expression(strategy: str, head_first: bool) -> N
     assert specs["d"] == se.ParameterSpec("d", "depth", (0, 1, 2))
     assert list(specs) == ["d", "w"]  # first use in module order, whichever kind it is
     for arch in every_arch(se.search_space(net)):
-        plain = assert_plain_contract(net, arch, _x())
+        plain = assert_plain_contract(net, arch, image())
         d, w = arch["d"], arch["w"]
         assert len(plain.stage) == d and plain.scale == 1.0 + 0.5 * d
         stage = (3 * w * 9 + w) + (d - 1) * (w * w * 9 + w) if d else 0
@@ -262,7 +261,7 @@ def test_depth_label_shares_its_architecture_weights_with_the_value_use() -> Non
     users = [m for m in net.modules() if "d" in getattr(m, "_alpha_labels", ())]
     assert len(users) == 2 and users[0].alpha("d") is users[1].alpha("d")
     with torch.no_grad():
-        _alpha(net, "d").copy_(torch.tensor([-1.0, -1.0, 1.0]))
+        alpha_of(net, "d").copy_(torch.tensor([-1.0, -1.0, 1.0]))
     assert se.freeze(net)["d"] == 2
 
 
