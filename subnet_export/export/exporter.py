@@ -1,7 +1,8 @@
 """Export a materialized (plain) model to ONNX: one atomic, deterministic, checked file.
 
-Stage order: trace with torch.onnx -> normalise (strip what varies between runs and machines,
-stamp metadata) -> save to a temporary folder beside the target -> ``onnx.checker`` -> rename.
+Stage order: trace with torch.onnx -> graph passes (drop all-zero Conv biases, name nodes by
+module path) -> normalise (strip what varies between runs and machines, stamp metadata) -> save
+to a temporary folder beside the target -> ``onnx.checker`` -> rename.
 See docs/export.md for the names, opset, external-data and determinism rules.
 """
 
@@ -23,6 +24,7 @@ from torch import nn
 from ..errors import ExportError
 from ..version import __version__
 from .graph import GraphFacts
+from .naming import name_nodes_by_module
 from .passes import strip_zero_conv_bias
 from .trace import trace
 from .writing import normalise, save, step
@@ -117,6 +119,7 @@ def export_onnx(
     exporter: str = "dynamo",
     opset: int | None = None,
     dynamic_batch: bool = True,
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
     input_names: Sequence[str] | None = None,
     output_names: Sequence[str] | None = None,
     metadata: Mapping[str, str] | None = None,
@@ -140,6 +143,8 @@ def export_onnx(
         exporter: ``"dynamo"`` (torch.onnx with ``dynamo=True``) or ``"torchscript"`` (legacy).
         opset: ONNX opset; None keeps torch's default.
         dynamic_batch: make dimension 0 symbolic.
+        dynamic_axes: more symbolic axes, ``{input name: {axis: dim name}}`` (e.g.
+            ``{"ids": {1: "seq"}}``); one name is one dimension across inputs.
         input_names: graph input names, one per example input.
         output_names: graph output names, one per model output.
         metadata: extra ``metadata_props`` (string to string).
@@ -171,12 +176,14 @@ def export_onnx(
     tmpdir = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
     try:
         raw = tmpdir / "raw.onnx"
-        step("trace", lambda: trace(plain, inputs, raw, exporter, opset, dynamic_batch,
+        axes = _axes(inputs, in_names, dynamic_batch, dynamic_axes)
+        step("trace", lambda: trace(plain, inputs, raw, exporter, opset, axes,
                                     in_names, out_names))
         # Weights stay in the exporter's data file until the end: the graph is edited without
         # them, so no step holds the whole model as protobuf twice.
         model = step("load", lambda: onnx.load(str(raw), load_external_data=False))
         strip_zero_conv_bias(model)
+        name_nodes_by_module(model)
         normalise(model, props)
         staged = tmpdir / target.name
         data_name = f"{target.name}.data" if external else None
@@ -228,6 +235,21 @@ def _io(plain: nn.Module, example_inputs: torch.Tensor | Sequence[torch.Tensor],
             "names given; pass one name per tensor"
         )
     return inputs, in_names, out_names
+
+
+def _axes(inputs: tuple[torch.Tensor, ...], in_names: tuple[str, ...], dynamic_batch: bool,
+          extra: Mapping[str, Mapping[int, str]] | None) -> dict[str, dict[int, str]]:
+    unknown = sorted(set(extra or {}) - set(in_names))
+    if unknown:
+        raise ExportError(f"export: dynamic_axes names {unknown[0]!r}, which is not an input; "
+                          f"the inputs are {', '.join(in_names)}")
+    axes: dict[str, dict[int, str]] = {}
+    for tensor, name in zip(inputs, in_names):
+        own = {0: "batch"} if dynamic_batch and tensor.ndim else {}
+        own.update({int(k): str(v) for k, v in (extra or {}).get(name, {}).items()})
+        if own:
+            axes[name] = own
+    return axes
 
 
 def _unused(plain: nn.Module, facts: GraphFacts) -> tuple[str, ...]:

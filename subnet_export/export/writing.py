@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
-from collections.abc import Mapping
+import traceback
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TypeVar
 
 import onnx
 
-from ..errors import ExportError
+from ..errors import ExportError, SubnetExportError
 
 __all__ = ["normalise", "save", "step"]
 
@@ -17,23 +19,50 @@ __all__ = ["normalise", "save", "step"]
 # where the code lives; the module scopes that locate.py reads are kept
 _DROPPED_NODE_METADATA = ("pkg.torch.onnx.stack_trace", "pkg.torch.onnx.fx_node")
 
+_T = TypeVar("_T")
+
 _STEP_HINTS = {
-    "trace": "the model must trace with torch.export (no data-dependent control flow); "
-    "try exporter='torchscript' or fix the forward",
+    "trace": "the error details (--debug) hold the traceback",
     "load": "the exporter wrote an unreadable file; check disk space and the onnx version",
     "save": "check disk space and write permission on the target folder",
     "check": "the exported graph is invalid; try another opset or exporter",
 }
 
 
-def step(name: str, fn: Any) -> Any:
-    """Run one export step; any failure becomes an ExportError naming the step."""
+def step(name: str, fn: Callable[[], _T],
+         describe: Callable[[Exception], str] | None = None) -> _T:
+    """Run one export step; any failure becomes an ExportError naming the step.
+
+    Args:
+        name: the step, a key of ``_STEP_HINTS``.
+        fn: the step itself.
+        describe: phrases a failure as one line (``trace`` passes one built on
+            :func:`~subnet_export.export.diagnose.diagnose_failure`); without it, or when it
+            fails itself, the message is the exception's text and the step's hint.
+
+    Returns:
+        What ``fn`` returns.
+
+    Raises:
+        ExportError: ``fn`` failed. The message reads ``export: step '<name>' failed: ...``; the
+            attribute ``details`` holds the exception's full text and traceback (the CLI prints
+            it under ``--debug`` only).
+        SubnetExportError: raised by ``fn`` itself; passed on unchanged.
+    """
     try:
         return fn()
-    except ExportError:
+    except SubnetExportError:
         raise
     except Exception as exc:  # noqa: BLE001 - every failure of a step is reported the same way
-        raise ExportError(f"export: step '{name}' failed: {exc}. {_STEP_HINTS[name]}") from exc
+        message = None
+        if describe is not None:
+            with contextlib.suppress(Exception):
+                message = describe(exc)
+        if message is None:
+            message = f"{exc}. {_STEP_HINTS[name]}"
+        error = ExportError(f"export: step '{name}' failed: {message}")
+        error.details = "".join(traceback.format_exception(exc))  # type: ignore[attr-defined]
+        raise error from exc
 
 
 def save(model: onnx.ModelProto, tmpdir: Path, staged: Path, data_name: str | None) -> None:
