@@ -5,7 +5,6 @@ The stage order lives here and nowhere else; the CLI calls :func:`export_subnet`
 
 from __future__ import annotations
 
-import tempfile
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -17,19 +16,23 @@ import torch
 from torch import nn
 
 from .arch import fixed_arch, freeze
-from .bundle.layout import MODEL_NAME
+from .bundle.atomic import work_directory
+from .bundle.layout import MANIFEST_NAME, MODEL_NAME
 from .bundle.manifest import BundleManifest
 from .bundle.samples import sample_key
 from .bundle.write import write_bundle
 from .errors import InputError
 from .export.exporter import export_onnx
+from .parity.inputs import example_inputs_for
 from .parity.report import ParityReport
 from .parity.rule import Tolerance
 from .parity.validate import validate
 from .plain.materialize import materialize_with_labels
+from .preflight import check_batch_memory, check_input_memory, probe
 from .recalibrate.bn import CalibrationInfo, recalibrate_bn
+from .signature import InputSpec, apply_dynamic_axes, as_specs, choose_batch, resolve_names
 
-__all__ = ["STAGES", "RunResult", "export_subnet", "nonfinite_tensors"]
+__all__ = ["STAGES", "RunResult", "export_subnet", "nonfinite_tensors", "parameter_counts"]
 
 STAGES = ("freeze", "recalibrate", "materialize", "export", "validate", "bundle")
 
@@ -45,11 +48,19 @@ class RunResult:
     parameter_count: int
     timings: dict[str, float] = field(default_factory=dict)
     nonfinite: list[str] = field(default_factory=list)
+    unused_parameter_count: int = 0
 
     @property
     def exit_code(self) -> int:
         """0 when every parity check passed, 1 otherwise."""
         return 0 if self.report.passed else 1
+
+    @property
+    def model_bytes(self) -> int:
+        """Bytes of the bundle's model: the ONNX file and its external data."""
+        files = self.manifest.files
+        return sum(files[f]["size"] for f in (self.manifest.model_file,
+                                              *self.manifest.external_data) if f in files)
 
     def summary(self) -> dict[str, Any]:
         """The machine-readable summary ``--json`` prints."""
@@ -59,6 +70,8 @@ class RunResult:
             "exit_code": self.exit_code,
             "arch": self.arch,
             "parameter_count": self.parameter_count,
+            "unused_parameter_count": self.unused_parameter_count,
+            "model_bytes": self.model_bytes,
             "nonfinite_tensors": self.nonfinite,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
             "parity": self.report.to_dict(),
@@ -69,14 +82,17 @@ def export_subnet(
     supernet: nn.Module,
     out_dir: str | Path,
     *,
-    input_shapes: Sequence[Sequence[int]],
+    input_shapes: Sequence[Sequence[int]] | None = None,
+    inputs: Sequence[InputSpec | str | Sequence[int]] | None = None,
+    output_names: Sequence[str] | None = None,
+    dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
     arch: Mapping[str, Any] | None = None,
     exporter: str = "dynamo",
     opset: int | None = None,
     providers: Sequence[str] | None = None,
     tolerance: Tolerance | None = None,
     samples: str | Path | None = None,
-    batch: int = 8,
+    batch: int | None = None,
     seed: int = 0,
     force: bool = False,
     checkpoint_sha256: str | None = None,
@@ -88,17 +104,27 @@ def export_subnet(
 ) -> RunResult:
     """Run every stage and write the bundle to ``out_dir``.
 
+    Before any work the inputs are checked: ``out_dir`` can be written, the input tensors and
+    the validation at ``batch`` fit in memory, and the supernet path runs on the inputs (a
+    wrong rank or dtype is an :class:`InputError`, not a failure deep in the export).
+
     Args:
         supernet: a supernet (``se.to_supernet``), weights loaded.
-        out_dir: the bundle directory (written atomically).
-        input_shapes: one shape per model input, batch first (the batch size is replaced).
+        out_dir: the bundle directory (written atomically; scratch files live beside it).
+        input_shapes: one shape per model input, batch first (float32 inputs).
+        inputs: instead of ``input_shapes``: one :class:`InputSpec` (or ``--input`` string
+            ``NAME:SHAPE[:DTYPE][:LOW..HIGH]``) per input, naming the graph inputs.
+        output_names: graph output names, one per model output.
+        dynamic_axes: ``{input name: {axis: dim name}}``, symbolic axes besides the batch;
+            each is validated at a second size too.
         arch: ``{label: value}``; None uses the supernet's own export.
         exporter: ``"dynamo"`` or ``"torchscript"``.
-        opset: ONNX opset (None: torch's default).
+        opset: ONNX opset (None: torch's default; one the exporter cannot write is refused).
         providers: onnxruntime providers to validate on (default: CPU, and CUDA when there).
         tolerance: one tolerance for every backend (None: the noise rule, ``parity/rule.py``).
         samples: an ``.npz`` of user inputs, validated as one more input set.
-        batch: the larger batch size checked besides batch 1.
+        batch: the larger batch size checked besides batch 1 (None: the inputs' own batch
+            when it is not 1, else 8).
         seed: seed of the random inputs.
         force: replace an existing bundle.
         checkpoint_sha256: sha256 of the weights file, recorded in the model and manifest.
@@ -119,68 +145,123 @@ def export_subnet(
     Raises:
         SubnetExportError: any stage's user-facing failure (arch, export, input, bundle).
     """
-    if batch < 1:
-        raise InputError(f"--batch must be at least 1, got {batch}")
-    out_dir = Path(out_dir)
-    if out_dir.exists() and not force:
-        raise InputError(f"{str(out_dir)!r} already exists; pass --force to replace it")
-    timings: dict[str, float] = {}
-    note = progress or (lambda stage, state: None)
-
-    def stage(name: str, fn: Callable[[], Any]) -> Any:
-        note(name, "start")
-        start = time.perf_counter()
-        value = fn()
-        timings[name] = time.perf_counter() - start
-        note(name, "done")
-        return value
-
-    supernet.eval()
-    examples = tuple(torch.randn(1, *tuple(s)[1:]) for s in input_shapes)
-    frozen = stage("freeze", lambda: freeze(supernet, arch))
-    calibration: CalibrationInfo | None = None
-    if calib_data is not None:
-        def recalibrate() -> CalibrationInfo:
-            with fixed_arch(supernet, frozen):
-                return recalibrate_bn(supernet, calib_data, batch_size=calib_batch,
-                                      num_samples=calib_samples, seed=seed)
-
-        calibration = stage("recalibrate", recalibrate)
-    built = stage("materialize", lambda: materialize_with_labels(supernet, frozen))
-    plain = built.model.eval()
-    n_params = sum(p.numel() for p in plain.parameters())
-    nonfinite = nonfinite_tensors(plain)
-    if nonfinite and warn is not None:
-        warn(f"the subnet's weights hold NaN or Inf in {len(nonfinite)} tensor(s): "
-             f"{', '.join(nonfinite[:5])}; parity will fail")
-    with tempfile.TemporaryDirectory(prefix=".subnet-export-") as tmp:
-        onnx_path = Path(tmp) / MODEL_NAME
-        exported = stage("export", lambda: export_onnx(
-            plain, examples, onnx_path, exporter=exporter, opset=opset, arch=frozen,
-            checkpoint_sha256=checkpoint_sha256))
-        if exported.unused and warn is not None:
-            warn(f"{len(exported.unused)} tensor(s) of the subnet are never read by the exported "
-                 f"graph (a dead branch of this arch): {', '.join(exported.unused[:5])}")
-        report = stage("validate", lambda: validate(
+    specs = _specs(input_shapes, inputs, dynamic_axes)
+    batch = choose_batch(specs, batch)
+    check_input_memory(specs, batch)
+    run = _Run(progress, warn)
+    with work_directory(out_dir, force=force, marker=MANIFEST_NAME) as work:
+        supernet.eval()
+        examples = example_inputs_for(specs, seed)
+        frozen = run.stage("freeze", lambda: _freeze_and_probe(supernet, arch, examples,
+                                                               specs, batch))
+        calibration = None
+        if calib_data is not None:
+            calibration = run.stage("recalibrate", lambda: _recalibrate(
+                supernet, frozen, calib_data, calib_batch, calib_samples, seed))
+        built = run.stage("materialize", lambda: materialize_with_labels(supernet, frozen))
+        plain = built.model.eval()
+        run.check_finite(plain)
+        exported = run.stage("export", lambda: export_onnx(
+            plain, examples, work / MODEL_NAME, exporter=exporter, opset=opset, arch=frozen,
+            checkpoint_sha256=checkpoint_sha256, input_names=resolve_names(specs),
+            output_names=output_names,
+            dynamic_axes={n: s.dynamic for n, s in zip(resolve_names(specs), specs)}))
+        if exported.unused:
+            run.warn(f"{len(exported.unused)} tensor(s) of the subnet are never read by the "
+                     f"exported graph (a dead branch of this arch): "
+                     f"{', '.join(exported.unused[:5])}")
+        report = run.stage("validate", lambda: validate(
             supernet, frozen, plain, exported, example_inputs=examples,
             batch_sizes=(1, batch) if batch != 1 else (1,), seed=seed, samples=samples,
-            tolerances=tolerance, providers=providers,
-            module_labels=built.labels))
-        arrays = _bundle_samples(report, exported)
-        samples_tolerance = {}
-        if not report.oracle_ran:
-            # no float64 oracle to judge the samples by: only an elementwise rule can apply
-            atol, rtol = (tolerance or Tolerance()).bound
-            samples_tolerance = {"tolerance": {"atol": atol, "rtol": rtol, "noise_factor": None}}
-        manifest = stage("bundle", lambda: write_bundle(
-            out_dir, model_path=onnx_path, arch=frozen, parity=report.to_dict(),
-            samples=arrays, force=force, graph=exported.graph,
-            extra={"parameter_count": n_params, "source_checkpoint_sha256": checkpoint_sha256,
-                   "exporter": exporter,
+            tolerances=tolerance, providers=providers, module_labels=built.labels,
+            specs=specs))
+        counts = parameter_counts(plain, exported.unused)
+        manifest = run.stage("bundle", lambda: write_bundle(
+            out_dir, model_path=exported.path, arch=frozen, parity=report.to_dict(),
+            samples=_bundle_samples(report, exported), force=force, graph=exported.graph,
+            extra={"parameter_count": counts[0], "unused_parameter_count": counts[1],
+                   "source_checkpoint_sha256": checkpoint_sha256, "exporter": exporter,
+                   "inputs": [s.to_json() for s in specs],
                    "unused_parameters": list(exported.unused),
                    "bn_recalibration": calibration.to_json() if calibration else None,
-                   **samples_tolerance}))
-    return RunResult(out_dir, frozen, report, manifest, n_params, timings, nonfinite)
+                   **_samples_tolerance(report, tolerance)}))
+    return RunResult(Path(out_dir), frozen, report, manifest, counts[0], run.timings,
+                     run.nonfinite, unused_parameter_count=counts[1])
+
+
+class _Run:
+    """Stage timing, progress and warnings of one :func:`export_subnet` call."""
+
+    def __init__(self, progress: Callable[[str, str], None] | None,
+                 warn: Callable[[str], None] | None) -> None:
+        self.note = progress or (lambda stage, state: None)
+        self.warn = warn or (lambda message: None)
+        self.timings: dict[str, float] = {}
+        self.nonfinite: list[str] = []
+
+    def stage(self, name: str, fn: Callable[[], Any]) -> Any:
+        self.note(name, "start")
+        start = time.perf_counter()
+        value = fn()
+        self.timings[name] = time.perf_counter() - start
+        self.note(name, "done")
+        return value
+
+    def check_finite(self, plain: nn.Module) -> None:
+        self.nonfinite = nonfinite_tensors(plain)
+        if self.nonfinite:
+            self.warn(f"the subnet's weights hold NaN or Inf in {len(self.nonfinite)} "
+                      f"tensor(s): {', '.join(self.nonfinite[:5])}; parity will fail")
+
+
+def _specs(input_shapes: Sequence[Sequence[int]] | None,
+           inputs: Sequence[InputSpec | str | Sequence[int]] | None,
+           dynamic_axes: Mapping[str, Mapping[int, str]] | None) -> list[InputSpec]:
+    if (input_shapes is None) == (inputs is None):
+        raise InputError("give the model's inputs once: input_shapes or inputs")
+    specs = as_specs(inputs if inputs is not None else input_shapes or ())
+    if not specs:
+        raise InputError("the model needs at least one input; pass --input-shape or --input")
+    return apply_dynamic_axes(specs, dynamic_axes or {})
+
+
+def _freeze_and_probe(supernet: nn.Module, arch: Mapping[str, Any] | None,
+                      examples: tuple[torch.Tensor, ...], specs: Sequence[InputSpec],
+                      batch: int) -> Any:
+    frozen = freeze(supernet, arch)
+    per_sample = probe(supernet, frozen, examples, specs)
+    check_batch_memory(per_sample, specs, batch)
+    return frozen
+
+
+def _recalibrate(supernet: nn.Module, frozen: Any, calib_data: Any, calib_batch: int,
+                 calib_samples: int | None, seed: int) -> CalibrationInfo:
+    with fixed_arch(supernet, frozen):
+        return recalibrate_bn(supernet, calib_data, batch_size=calib_batch,
+                              num_samples=calib_samples, seed=seed)
+
+
+def _samples_tolerance(report: ParityReport, tolerance: Tolerance | None) -> dict[str, Any]:
+    if report.oracle_ran:
+        return {}
+    # no float64 oracle to judge the samples by: only an elementwise rule can apply
+    atol, rtol = (tolerance or Tolerance()).bound
+    return {"tolerance": {"atol": atol, "rtol": rtol, "noise_factor": None}}
+
+
+def parameter_counts(plain: nn.Module, unused: Sequence[str]) -> tuple[int, int]:
+    """(parameters the exported graph reads, parameters it never reads) of ``plain``.
+
+    Shared parameters count once; buffers (BatchNorm statistics) are not parameters.
+    """
+    skip = set(unused)
+    read = dead = 0
+    for name, p in plain.named_parameters():
+        if name in skip:
+            dead += p.numel()
+        else:
+            read += p.numel()
+    return read, dead
 
 
 def nonfinite_tensors(model: nn.Module) -> list[str]:

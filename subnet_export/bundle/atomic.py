@@ -2,7 +2,8 @@
 
 Protocol for ``out`` (its parent ``P``, its name ``N``):
 
-1. Stale work dirs ``P/.N.partial-<pid>-<token>`` left by runs whose process is dead are removed.
+1. Stale work dirs ``P/.N.partial-<pid>-<token>`` (and ``.N.work-...``, the scratch space of
+   :func:`work_directory`) left by runs whose process is dead are removed.
 2. The new directory is built in a fresh ``P/.N.partial-<pid>-<token>``; every file and the
    directory itself are fsynced. ``out`` is untouched, and the work dir's hidden name never
    equals ``out``, so no reader takes it for a bundle.
@@ -31,7 +32,8 @@ from pathlib import Path
 
 from ..errors import InputError
 
-__all__ = ["atomic_directory", "check_destination", "clean_stale", "copy_file", "write_file"]
+__all__ = ["atomic_directory", "check_destination", "check_writable", "clean_stale", "copy_file",
+           "work_directory", "write_file"]
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
@@ -79,7 +81,7 @@ def _pid_alive(pid: int) -> bool:
 
 
 def _work_pattern(out: Path) -> re.Pattern[str]:
-    return re.compile(rf"^\.{re.escape(out.name)}\.(?:partial|old)-(\d+)-[A-Za-z0-9_]+$")
+    return re.compile(rf"^\.{re.escape(out.name)}\.(?:partial|old|work)-(\d+)-[A-Za-z0-9_]+$")
 
 
 def clean_stale(out: Path) -> list[Path]:
@@ -203,3 +205,52 @@ def atomic_directory(out: str | os.PathLike[str], *, force: bool, marker: str) -
     finally:
         if work is not None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+@contextlib.contextmanager
+def work_directory(out: str | os.PathLike[str], *, force: bool, marker: str) -> Iterator[Path]:
+    """Yield a scratch dir ``P/.N.work-<pid>-<token>`` beside ``out``, deleted on exit.
+
+    Made before any work, it proves ``out`` can be written; a run killed by SIGKILL leaves it
+    where the next run on ``out`` removes it (:func:`clean_stale`), never in ``$TMPDIR``.
+
+    Raises:
+        InputError: ``out`` exists without ``force``, is not replaceable, or its folder cannot
+            be written.
+    """
+    out = Path(out).absolute()
+    check_destination(out, force=force, marker=marker)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        clean_stale(out)
+        work = Path(tempfile.mkdtemp(prefix=f".{out.name}.work-{os.getpid()}-", dir=out.parent))
+    except OSError as e:
+        raise InputError(
+            f"cannot write to {out.parent}: {e.strerror or e}; choose an --out in a writable "
+            "folder") from e
+    try:
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def check_writable(out: str | os.PathLike[str], *, force: bool, marker: str) -> None:
+    """Fail before any work when ``out`` cannot be written.
+
+    That is: it exists (without ``force``) or is not replaceable, or its nearest existing
+    folder is not writable.
+
+    Raises:
+        InputError: naming the path and what to do.
+    """
+    out = Path(out).absolute()
+    check_destination(out, force=force, marker=marker)
+    folder = out.parent
+    while not folder.exists() and folder != folder.parent:
+        folder = folder.parent
+    if not folder.is_dir():
+        raise InputError(f"cannot write the bundle to {out}: {folder} is not a directory; "
+                         "choose another --out")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise InputError(f"cannot write the bundle to {out}: {folder} is not writable; choose "
+                         "an --out in a folder you can write")

@@ -25,6 +25,7 @@ from ..errors import InputError
 from ..export.exporter import ExportResult
 from ..export.graph import input_names
 from ..plain.materialize import module_labels as module_labels_of
+from ..signature import InputSpec
 from ..version import __version__
 from .backends import Judge, Oracle, ort_backend, reference_outputs, torch_backends
 from .inputs import InputSet, make_inputs
@@ -51,6 +52,7 @@ def validate(
     locate: bool = True,
     module_labels: Mapping[str, Sequence[str]] | None = None,
     tf32: bool = False,
+    specs: Sequence[InputSpec] | None = None,
 ) -> ParityReport:
     """Check that the plain model and the ONNX file compute what the supernet path computes.
 
@@ -73,6 +75,8 @@ def validate(
         module_labels: ``{plain module path: [labels]}``; default asks
             ``se.module_labels(supernet, arch)`` when a supernet is given and parity failed.
         tf32: allow TF32 on the CUDA backends (off by default; the report records it).
+        specs: one :class:`~subnet_export.signature.InputSpec` per input: value ranges of the
+            random inputs, and dynamic axes, each checked at a second size too.
 
     Returns:
         The :class:`ParityReport`; ``report.passed`` is the verdict. ``report.arrays`` holds the
@@ -86,7 +90,7 @@ def validate(
     if supernet is not None:
         arch = freeze(supernet, arch)
     sets = make_inputs(example_inputs, batch_sizes=batch_sizes, seed=seed, samples=samples,
-                       input_names=in_names)
+                       input_names=in_names, specs=specs)
     plain.eval()
     refs = [reference_outputs(supernet, arch, plain, s.tensors) for s in sets]
     oracle = Oracle.build(supernet, arch, plain, sets)

@@ -29,6 +29,7 @@ __all__ = [
     "freeze_child",
     "freeze_module",
     "iter_supernet_modules",
+    "label_modules",
     "sub_state_dict",
 ]
 
@@ -199,3 +200,14 @@ def _depth_read_as_value(a: ParameterSpec, b: ParameterSpec) -> bool:
     # Same candidates with the same types: a depth 2 and a value 2.0 are different labels.
     return ({a.kind, b.kind} == {"depth", "value"}
             and [(type(c), c) for c in a.candidates] == [(type(c), c) for c in b.candidates])
+
+
+def label_modules(root: nn.Module) -> dict[str, list[str]]:
+    """``{label: [paths of the supernet modules it shapes]}``, labels in module order."""
+    out: dict[str, list[str]] = {}
+    for name, module in iter_supernet_modules(root):
+        for label in module.search_space_spec():
+            paths = out.setdefault(label, [])
+            if name not in paths:
+                paths.append(name)
+    return out
