@@ -10,7 +10,6 @@ import hashlib
 import importlib
 import importlib.util
 import pickle
-import re
 import sys
 import zipfile
 from collections.abc import Callable
@@ -26,7 +25,7 @@ from .space.placeholders import Placeholder
 from .supernet.base import BaseSuperNetModule
 from .supernet.convert import to_supernet
 
-__all__ = ["build_supernet", "load_factory", "load_weights", "parse_shape"]
+__all__ = ["build_supernet", "load_factory", "load_weights", "read_state_dict"]
 
 
 def load_factory(spec: str) -> Callable[..., Any]:
@@ -128,9 +127,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"weights file {str(path)!r} does not exist")
     if path.stat().st_size == 0:
         raise CheckpointError(f"weights file {str(path)!r} is empty")
-    with open(path, "rb") as f:
-        head = f.read(8)
-    if path.suffix == ".safetensors" or not (zipfile.is_zipfile(path) or head[:1] == b"\x80"):
+    if _format_of(path) == "safetensors":
         return _read_safetensors(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True,
@@ -154,6 +151,18 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"{str(path)!r} does not hold a state dict (a mapping of names to tensors)")
     return data
+
+
+def _format_of(path: Path) -> str:
+    # By content first (a zip archive or a pickle is torch's, an 8-byte length then "{" is
+    # safetensors), then by suffix, so a truncated .pt is reported as a torch checkpoint.
+    with open(path, "rb") as f:
+        head = f.read(9)
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        return "torch"
+    if len(head) == 9 and head[8:9] == b"{":
+        return "safetensors"
+    return "safetensors" if path.suffix == ".safetensors" else "torch"
 
 
 def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -195,19 +204,3 @@ def load_weights(supernet: nn.Module, path: str | Path) -> str:
     with torch.no_grad():
         supernet.load_state_dict(state, strict=True)
     return digest_file(path).sha256
-
-
-_SHAPE = re.compile(r"^\d+(x\d+)*$")
-
-
-def parse_shape(text: str) -> tuple[int, ...]:
-    """Parse ``1x3x224x224`` into a shape tuple.
-
-    Raises:
-        InputError: not positive integers joined by ``x``.
-    """
-    if not _SHAPE.match(text.strip()) or any(int(d) <= 0 for d in text.strip().split("x")):
-        raise InputError(
-            f"input shape {text!r} is not valid; write positive sizes joined by 'x', "
-            "e.g. 1x3x224x224")
-    return tuple(int(d) for d in text.strip().split("x"))

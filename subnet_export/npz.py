@@ -32,6 +32,11 @@ def load_npz(path: str | os.PathLike[str], what: str) -> dict[str, np.ndarray]:
     name = os.fspath(path)
     if not os.path.isfile(name):
         raise InputError(f"{what} file {name!r} does not exist")
+    with open(name, "rb") as f:
+        magic = f.read(6)
+    if magic[:2] != b"PK" and magic != b"\x93NUMPY":
+        raise InputError(f"{what} file {name!r} is not an .npz archive; write it with "
+                         "numpy.savez(path, input=array)")
     try:
         loaded = np.load(name, allow_pickle=False)
         if not isinstance(loaded, np.lib.npyio.NpzFile):
@@ -39,7 +44,14 @@ def load_npz(path: str | os.PathLike[str], what: str) -> dict[str, np.ndarray]:
                              "it with numpy.savez(path, input=array)")
         with loaded as npz:
             return {key: npz[key] for key in npz.files}
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+    except ValueError as err:
+        if "pickle" not in str(err):
+            raise InputError(f"cannot read {what} file {name!r} as .npz ({err}); write it "
+                             "with numpy.savez(path, input=array)") from err
+        raise InputError(f"{what} file {name!r} holds object arrays (pickled Python objects), "
+                         "which are never loaded; save numeric arrays, e.g. "
+                         "numpy.savez(path, input=array.astype('float32'))") from err
+    except (OSError, EOFError, zipfile.BadZipFile) as err:
         raise InputError(f"cannot read {what} file {name!r} as .npz ({err}); write it with "
                          "numpy.savez(path, input=array)") from err
 

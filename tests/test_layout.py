@@ -17,7 +17,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "subnet_export"
 STAGE_FOLDERS = {"space", "supernet", "plain", "export", "parity", "recalibrate", "bundle"}
 #: Python modules of the package that must run without torch (the edge side and what it reads).
 TORCH_FREE = ("bundle", "parity.rule", "parity.report", "parity.comparison", "parity.record",
-              "export.graph", "runtime", "npz", "errors", "version")
+              "export.graph", "runtime", "npz", "errors", "version", "signature", "options",
+              "console")
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60
 

@@ -40,10 +40,10 @@ def test_load_refuses_what_is_not_an_npz_and_never_unpickles(tmp_path):
     with pytest.raises(InputError, match="single .npy array"):
         load_npz(tmp_path / "one.npy", "samples")
     (tmp_path / "bad.npz").write_bytes(b"not a zip")
-    with pytest.raises(InputError, match="cannot read samples file"):
+    with pytest.raises(InputError, match="samples file .* is not an .npz archive"):
         load_npz(tmp_path / "bad.npz", "samples")
     np.savez(tmp_path / "obj.npz", x=np.array([{"a": 1}], dtype=object))
-    with pytest.raises(InputError, match="cannot read"):
+    with pytest.raises(InputError, match="object arrays .* never loaded"):
         load_npz(tmp_path / "obj.npz", "samples")["x"]
     with pytest.raises(InputError, match="does not exist"):
         load_npz(tmp_path / "none.npz", "calibration data")

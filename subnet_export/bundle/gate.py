@@ -167,7 +167,10 @@ def gate(bundle_dir: str | Path, budget: Budget, baseline: str | Path | None = N
                                        "the budget sets [latency]: pass a baseline bundle"))
     elif lat is not None and baseline is not None:
         base_root = Path(baseline)
-        base_manifest = require_intact(base_root)
+        try:
+            base_manifest = require_intact(base_root)
+        except BundleError as err:
+            raise BundleError(f"baseline bundle (--baseline): {err}") from err
         result = compare_latency(
             root / manifest.model_file, bundle_feed(root, manifest, lat.batch_size),
             base_root / base_manifest.model_file,

@@ -25,7 +25,7 @@ from .integrity import load_manifest
 from .layout import ARCH_NAME, PARITY_NAME
 from .manifest import BundleManifest
 
-__all__ = ["BackendVerdict", "BundleInspection", "inspect_bundle", "op_histogram"]
+__all__ = ["inspect_bundle", "op_histogram"]
 
 _CORRUPT = "the bundle is corrupt or incomplete: fetch it again or re-export it"
 # manifest.extra keys that have rows of their own; any other key is listed as it is

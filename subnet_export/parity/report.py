@@ -260,8 +260,11 @@ class ParityReport:
                              b.tolerance.describe(), "; ".join(notes)))
         widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]) - 1)]
         lines = ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)) + "  " + r[-1] for r in rows]
-        lines.append("error/noise: the backend's error against the float64 oracle in units of the "
-                     "float32 reference's own error")
+        oracle = f"{self.oracle}, the reference rerun in float64" if self.oracle else "none"
+        lines.append(f"reference: the {self.reference} path in float32; oracle: {oracle}")
+        lines.append("error/noise: a backend's error against the oracle, in units of the "
+                     "reference's own error; rule noise xF passes at or below F, atol/rtol "
+                     "elementwise")
         verdict = "PASSED" if self.passed else "FAILED"
         oracle = f", oracle: {self.oracle}" if self.oracle else ""
         lines.append(f"parity {verdict} (reference: {self.reference}{oracle})")

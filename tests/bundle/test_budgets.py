@@ -68,7 +68,7 @@ def test_gate_command_exit_codes(bundles, tmp_path):
     tight.write_text("max_params = 10\n")
     bad = subprocess.run([str(SCRIPT), "gate", str(bundle), "--budget", str(tight)],
                          capture_output=True, text=True)
-    assert bad.returncode == 1 and "max_params" in bad.stderr
+    assert bad.returncode == 1 and "max_params" in bad.stdout
     typo = tmp_path / "typo.toml"
     typo.write_text("max_parms = 10\n")
     wrong = subprocess.run([str(SCRIPT), "gate", str(bundle), "--budget", str(typo)],

@@ -320,7 +320,7 @@ def _npy(tmp_path):
     (_plain, lambda p: torch.tensor(1.0), {}, "no samples"),
     (_plain, lambda p: _data(5, shape=(4, 8, 8)), {}, "cannot run"),
     (_plain, lambda p: {"x": _data(5)}, {}, "numpy array"),
-    (_plain, lambda p: _garbage(p), {}, "cannot read"),
+    (_plain, lambda p: _garbage(p), {}, "not an .npz archive"),
     (_plain, lambda p: p / "missing.npz", {}, "does not exist"),
     (_plain, lambda p: _empty_npz(p), {}, "holds no array"),
     (_plain, lambda p: _npy(p), {}, "not an .npz"),
