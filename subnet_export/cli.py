@@ -11,6 +11,7 @@ torch is not installed.
 from __future__ import annotations
 
 import json
+import signal
 import sys
 import traceback
 from collections.abc import Sequence
@@ -71,7 +72,8 @@ def cli(debug: bool) -> None:
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="The larger batch size checked besides 1 (default: the inputs' batch when "
                    "it is not 1, else 8).")
-@click.option("--seed", type=int, default=0, show_default=True, help="Seed of random inputs.")
+@click.option("--seed", type=options.SEED, default=0, show_default=True,
+              help="Seed of random inputs.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON summary on stdout (the human result goes to stderr).")
@@ -193,7 +195,7 @@ def space_command(supernet: str, strategy: str | None, as_json: bool, debug: boo
 @cli.command("sample", epilog=options.SUPERNET_HELP)
 @click.argument("supernet")
 @options.strategy_option
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=options.SEED, default=0, show_default=True)
 @options.debug_option
 def sample_command(supernet: str, strategy: str | None, seed: int, debug: bool) -> int:
     """Print a random valid arch of SUPERNET as JSON."""
@@ -241,6 +243,14 @@ def inspect_command(bundle: str, as_json: bool, debug: bool) -> int:
     return 0
 
 
+class _Terminated(BaseException):
+    """SIGTERM, raised where the process is, so every ``finally`` removes its work files."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise _Terminated()
+
+
 def _report(err: Exception, debug: bool) -> None:
     # --debug adds the traceback and what the exporter printed; the exit code stays the same
     if debug:
@@ -255,10 +265,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console-script entry point; returns (and exits with) the command's exit code."""
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args
+    previous = signal.signal(signal.SIGTERM, _terminate)
     try:
         code = cli.main(args=args, prog_name="subnet-export", standalone_mode=False)
-    except click.exceptions.Abort:
-        click.echo("aborted", err=True)
+    except _Terminated:
+        click.echo("terminated", err=True)
+        code = 128 + signal.SIGTERM
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
         code = 130
     except click.ClickException as err:
         err.show()
@@ -266,15 +280,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SubnetExportError as err:
         _report(err, debug)
         code = err.exit_code
-    except KeyboardInterrupt:
-        click.echo("interrupted", err=True)
-        code = 130
     except Exception as err:  # a bug, not a user error: still one line unless --debug
         if debug:
             traceback.print_exc()
         click.echo(f"internal error: {type(err).__name__}: {err} (rerun with --debug and "
                    "report it)", err=True)
         code = 3
+    finally:
+        signal.signal(signal.SIGTERM, previous)
     code = 0 if code is None else int(code)
     if argv is None:
         sys.exit(code)

@@ -16,7 +16,7 @@ import click
 from .errors import InputError
 from .signature import InputSpec, as_specs, parse_input, parse_shape
 
-__all__ = ["EXIT_HELP", "INPUT_HELP", "SUPERNET_HELP", "debug_option", "default_specs",
+__all__ = ["EXIT_HELP", "INPUT_HELP", "SEED", "SUPERNET_HELP", "debug_option", "default_specs",
            "input_specs", "output_names", "providers", "require_file",
            "strategy_option", "tolerance_options"]
 
@@ -54,6 +54,9 @@ def strategy_option(f):
                         default=None,
                         help="Strategy when the factory returns a space (default sampling).")(f)
 
+
+#: ``--seed``: what torch's and numpy's generators both take.
+SEED = click.IntRange(0, 2**32 - 1)
 
 INPUT_HELP = ("Model input NAME:SHAPE[:DTYPE][:LOW..HIGH], batch first, e.g. "
               "ids:1x128:int64:0..30522 or mask:1x128:bool; random values are drawn from "
@@ -95,11 +98,27 @@ def require_file(what: str, path: str | None) -> None:
 
 
 def providers(text: str | None) -> list[str] | None:
-    """``--providers CPU,CUDA`` as onnxruntime provider names; None when not given."""
+    """``--providers CPU,CUDA`` as onnxruntime provider names; None when not given.
+
+    Raises:
+        InputError: a name onnxruntime does not know at all (one it knows but this build
+            lacks is reported as a skipped backend, not refused).
+    """
     if not text:
         return None
     names = [p.strip() for p in text.split(",") if p.strip()]
-    return [p if p.endswith("ExecutionProvider") else f"{p}ExecutionProvider" for p in names]
+    full = [p if p.endswith("ExecutionProvider") else f"{p}ExecutionProvider" for p in names]
+    try:
+        import onnxruntime
+    except ImportError:
+        return full
+    known = onnxruntime.get_all_providers()
+    unknown = [n for n, f in zip(names, full) if f not in known]
+    if unknown:
+        short = ", ".join(k.removesuffix("ExecutionProvider") for k in known)
+        raise InputError(f"--providers: {unknown[0]!r} is not an onnxruntime execution provider; "
+                         f"known: {short}")
+    return full
 
 
 def default_specs(net: Any, spec: str) -> list[InputSpec]:

@@ -243,3 +243,28 @@ def test_netron_friendly_node_names_match_module_paths(tmp_path):
     model = onnx.load(str(tmp_path / "b" / "model.onnx"), load_external_data=False)
     convs = sorted(n.name for n in model.graph.node if n.op_type == "Conv")
     assert convs == ["blocks.0.dw/Conv", "blocks.1.dw/Conv", "op/Conv", "stem/Conv"]
+
+
+def test_sigterm_mid_run_leaves_nothing_behind(tmp_path):
+    import signal
+    import time
+
+    proc = subprocess.Popen([str(Path(sys.executable).with_name("subnet-export")),
+                             *_args(tmp_path, "--providers", "CPU")],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    while not list(tmp_path.glob(".b.work-*")) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert list(tmp_path.glob(".b.work-*")), "the run never made its work dir"
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=120)
+    assert proc.returncode == 128 + signal.SIGTERM and "terminated" in stderr, stderr
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["arch.json"]
+
+
+@pytest.mark.parametrize("extra, needles", [
+    (["--providers", "FOO"], ("'FOO' is not an onnxruntime execution provider", "CUDA")),
+    (["--seed", "99999999999999999999"], ("--seed", "0<=x<=4294967295")),
+])
+def test_bad_option_values_are_usage_errors(extra, needles, tmp_path):
+    assert_user_error(run(*_args(tmp_path, *extra)), 2, *needles)
