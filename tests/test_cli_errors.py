@@ -28,6 +28,15 @@ def _args(tmp_path: Path, *extra: str) -> list[str]:
             *extra]
 
 
+@pytest.fixture(scope="module")
+def made(tmp_path_factory) -> tuple[Path, dict]:
+    """One tiny-space bundle (CPU only) and its --json summary, shared by the readers below."""
+    root = tmp_path_factory.mktemp("made")
+    proc = run(*_args(root, "--providers", "CPU", "--json"))
+    assert proc.returncode == 0, proc.stderr
+    return root / "b", json.loads(proc.stdout)
+
+
 def test_help_documents_the_exit_codes():
     for args in (["--help"], ["onnx", "--help"]):
         proc = run(*args)
@@ -121,39 +130,32 @@ def test_samples_that_are_not_npz_get_an_accurate_message(tmp_path):
     assert_user_error(proc, 2, "object arrays")
 
 
-def test_missing_baseline_is_named_as_the_baseline(tmp_path):
-    from test_cli import bundle as _  # noqa: F401  (the session bundle fixture is reused below)
-
+def test_missing_baseline_is_named_as_the_baseline(made, tmp_path):
     budget = tmp_path / "budget.toml"
     budget.write_text("[latency]\nmax_ratio = 2.0\n")
-    proc = run(*_args(tmp_path, "--providers", "CPU"))
-    assert proc.returncode == 0, proc.stderr
-    gate = run("gate", str(tmp_path / "b"), "--budget", str(budget), "--baseline",
+    gate = run("gate", str(made[0]), "--budget", str(budget), "--baseline",
                str(tmp_path / "nope"))
     assert_user_error(gate, 2, "baseline bundle (--baseline)", "nope")
 
 
-def test_verify_and_gate_results_go_to_stdout(tmp_path):
-    proc = run(*_args(tmp_path, "--providers", "CPU"))
-    assert proc.returncode == 0, proc.stderr
-    verify = run("verify", str(tmp_path / "b"))
+def test_verify_and_gate_results_go_to_stdout(made, tmp_path):
+    verify = run("verify", str(made[0]))
     assert verify.returncode == 0 and "PASSED" in verify.stdout, verify.stderr
     budget = tmp_path / "budget.toml"
     budget.write_text("max_params = 10\n")
-    gate = run("gate", str(tmp_path / "b"), "--budget", str(budget))
+    gate = run("gate", str(made[0]), "--budget", str(budget))
     assert gate.returncode == 1 and "max_params" in gate.stdout, gate.stdout + gate.stderr
     assert "gate: FAILED" in gate.stdout and gate.stderr == ""
-    as_json = run("verify", str(tmp_path / "b"), "--json")
+    as_json = run("verify", str(made[0]), "--json")
     assert json.loads(as_json.stdout)["passed"] is True
 
 
-def test_parameter_count_is_what_the_graph_reads(tmp_path):
+def test_parameter_count_is_what_the_graph_reads(made):
     import onnx
 
-    proc = run(*_args(tmp_path, "--providers", "CPU", "--json"))
-    summary = json.loads(proc.stdout)
-    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    model = onnx.load(str(tmp_path / "b" / "model.onnx"), load_external_data=False)
+    out, summary = made
+    manifest = json.loads((out / "manifest.json").read_text())
+    model = onnx.load(str(out / "model.onnx"), load_external_data=False)
     weights = sum(int(np.prod(t.dims)) for t in model.graph.initializer
                   if not t.name.endswith(("running_mean", "running_var")))
     assert manifest["parameter_count"] == summary["parameter_count"] == weights
@@ -221,26 +223,22 @@ def test_export_failures_are_one_line_with_an_accurate_hint(factory, exporter, n
     assert not (tmp_path / "b").exists() and sorted(p.name for p in tmp_path.iterdir()) == []
 
 
-def test_inspect_reads_a_bundle_and_its_json(tmp_path):
-    proc = run(*_args(tmp_path, "--providers", "CPU"))
-    assert proc.returncode == 0, proc.stderr
-    shown = run("inspect", str(tmp_path / "b"))
+def test_inspect_reads_a_bundle_and_its_json(made, tmp_path):
+    shown = run("inspect", str(made[0]))
     assert shown.returncode == 0, shown.stderr
     for needle in ("Operators", "Conv", "width", "ort-cpu", "Provenance", "opset"):
         assert needle in shown.stdout, (needle, shown.stdout)
-    data = json.loads(run("inspect", str(tmp_path / "b"), "--json").stdout)
+    data = json.loads(run("inspect", str(made[0]), "--json").stdout)
     assert data["arch"] == ARCH and data["passed"] is True
     assert data["model"]["manifest_parameter_count"] == json.loads(
-        (tmp_path / "b" / "manifest.json").read_text())["parameter_count"]
+        (made[0] / "manifest.json").read_text())["parameter_count"]
     assert_user_error(run("inspect", str(tmp_path / "nope")), 2, "does not exist")
 
 
-def test_netron_friendly_node_names_match_module_paths(tmp_path):
+def test_netron_friendly_node_names_match_module_paths(made):
     import onnx
 
-    proc = run(*_args(tmp_path, "--providers", "CPU"))
-    assert proc.returncode == 0, proc.stderr
-    model = onnx.load(str(tmp_path / "b" / "model.onnx"), load_external_data=False)
+    model = onnx.load(str(made[0] / "model.onnx"), load_external_data=False)
     convs = sorted(n.name for n in model.graph.node if n.op_type == "Conv")
     assert convs == ["blocks.0.dw/Conv", "blocks.1.dw/Conv", "op/Conv", "stem/Conv"]
 
