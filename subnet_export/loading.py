@@ -97,6 +97,8 @@ def build_supernet(spec: str, strategy: str | None = None) -> nn.Module:
             "(se.to_supernet(space)) or a search space (an nn.Module with se.* layers)")
     is_space = any(isinstance(m, Placeholder) for m in net.modules())
     is_supernet = any(isinstance(m, BaseSuperNetModule) for m in net.modules())
+    if not (is_space or is_supernet):
+        raise InputError(_no_space_message(net, spec))
     if is_space:
         net = to_supernet(net, strategy or "sampling")
     elif strategy is not None and is_supernet and _strategy_of(net) != strategy:
@@ -104,6 +106,25 @@ def build_supernet(spec: str, strategy: str | None = None) -> nn.Module:
             f"the factory returned a {_strategy_of(net)} supernet but --strategy {strategy} was "
             "given; drop --strategy or return a search space")
     return net
+
+
+#: top-level packages of NAS frameworks whose supernets are not ours, and what they are
+_FOREIGN = {"nni": "an NNI model space or one-shot supernet",
+            "ofa": "a Once-for-All network from the ofa package"}
+
+
+def _no_space_message(net: nn.Module, spec: str) -> str:
+    for m in net.modules():
+        package = type(m).__module__.split(".")[0]
+        if package in _FOREIGN:
+            return (f"the factory {spec!r} returned {_FOREIGN[package]} "
+                    f"({type(m).__module__}.{type(m).__qualname__}), which subnet-export cannot "
+                    "read: build the space with subnet_export's layers (se.Choice, se.Conv2d, "
+                    "se.LayerChoice, ...; docs/supernet.md) and give the trained weights with "
+                    "--weights")
+    return (f"the factory {spec!r} returned a {type(net).__name__} with no search space in it "
+            "(no se.* choice and no supernet module), so there is no subnet to choose; return "
+            "the search space or its supernet (se.to_supernet(space))")
 
 
 def _strategy_of(net: nn.Module) -> str | None:

@@ -266,3 +266,14 @@ def test_sigterm_mid_run_leaves_nothing_behind(tmp_path):
 ])
 def test_bad_option_values_are_usage_errors(extra, needles, tmp_path):
     assert_user_error(run(*_args(tmp_path, *extra)), 2, *needles)
+
+
+@pytest.mark.parametrize("factory, needles", [
+    ("no_space", ("no search space", "se.to_supernet")),
+    ("foreign", ("an NNI model space or one-shot supernet", "nni.nas.oneshot", "se.Choice")),
+])
+def test_a_module_without_our_search_space_is_refused(factory, needles, tmp_path):
+    for command in (["onnx", f"{BROKEN}:{factory}", "--out", str(tmp_path / "b")],
+                    ["space", f"{BROKEN}:{factory}"]):
+        assert_user_error(run(*command), 2, *needles)
+    assert not (tmp_path / "b").exists()
