@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
@@ -75,8 +76,14 @@ class StageProgress:
         self.close()
 
 
-def _arch_text(arch: Mapping[str, Any]) -> str:
-    return " ".join(f"{k}={json.dumps(v)}" for k, v in arch.items()) or "(no labels)"
+def _arch_text(arch: Mapping[str, Any], width: int = 100, indent: int = 12) -> str:
+    # one label=value per word, wrapped under the row's value column
+    words = [f"{k}={json.dumps(v)}" for k, v in arch.items()]
+    if not words:
+        return "(no labels)"
+    return textwrap.fill(" ".join(words), width=width, initial_indent=" " * indent,
+                         subsequent_indent=" " * indent, break_long_words=False,
+                         break_on_hyphens=False)[indent:]
 
 
 def _io_text(io: Sequence[Mapping[str, Any]]) -> str:
