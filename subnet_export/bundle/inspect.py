@@ -18,7 +18,7 @@ import onnx
 from ..errors import BundleError
 
 # the walk and naming op_types uses, so the histogram's keys are exactly its operators
-from ..export.graph import _DEFAULT_DOMAINS, GraphFacts, _subgraphs, load_model
+from ..export.graph import DEFAULT_DOMAINS, GraphFacts, load_model, subgraphs
 from ..parity.record import RecordedParity
 from .inspection import BackendVerdict, BundleInspection
 from .integrity import load_manifest
@@ -51,9 +51,9 @@ def op_histogram(model: onnx.ModelProto) -> dict[str, int]:
                 if key not in calling:
                     visit(functions[key].node, calling | {key})
             else:
-                default = node.domain in _DEFAULT_DOMAINS
+                default = node.domain in DEFAULT_DOMAINS
                 counts[node.op_type if default else f"{node.domain}::{node.op_type}"] += 1
-            for sub in _subgraphs(node):
+            for sub in subgraphs(node):
                 visit(sub.node, calling)
 
     visit(model.graph.node, frozenset())

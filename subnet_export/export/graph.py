@@ -16,6 +16,7 @@ from typing import Any
 import onnx
 
 __all__ = [
+    "DEFAULT_DOMAINS",
     "GraphFacts",
     "default_opset",
     "external_data_locations",
@@ -25,9 +26,11 @@ __all__ = [
     "load_model",
     "op_types",
     "parameter_count",
+    "subgraphs",
 ]
 
-_DEFAULT_DOMAINS = ("", "ai.onnx")
+#: the names of ONNX's default operator domain
+DEFAULT_DOMAINS = ("", "ai.onnx")
 
 
 def load_model(path: str | os.PathLike[str]) -> onnx.ModelProto:
@@ -80,11 +83,12 @@ def input_names(model: onnx.ModelProto) -> list[str]:
 
 def default_opset(model: onnx.ModelProto) -> int:
     """Return the opset of the default ONNX domain (0 if the model imports none)."""
-    versions = [op.version for op in model.opset_import if op.domain in _DEFAULT_DOMAINS]
+    versions = [op.version for op in model.opset_import if op.domain in DEFAULT_DOMAINS]
     return max(versions, default=0)
 
 
-def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
+def subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
+    """The graphs a node holds in its attributes (If branches, Loop and Scan bodies)."""
     for attr in node.attribute:
         if attr.type == onnx.AttributeProto.GRAPH:
             yield attr.g
@@ -107,7 +111,7 @@ def _node_tensors(node: onnx.NodeProto) -> Iterator[onnx.TensorProto]:
             yield attr.t
         elif attr.type == onnx.AttributeProto.TENSORS:
             yield from attr.tensors
-    for sub in _subgraphs(node):
+    for sub in subgraphs(node):
         yield from _graph_tensors(sub)
 
 
@@ -151,9 +155,9 @@ def _node_ops(node: onnx.NodeProto, functions: dict[tuple[str, str], Any],
             for inner in functions[key].node:
                 _node_ops(inner, functions, seen, out)
     else:
-        default = node.domain in _DEFAULT_DOMAINS
+        default = node.domain in DEFAULT_DOMAINS
         out.add(node.op_type if default else f"{node.domain}::{node.op_type}")
-    for sub in _subgraphs(node):
+    for sub in subgraphs(node):
         _graph_ops(sub, functions, seen, out)
 
 

@@ -26,6 +26,7 @@ from collections.abc import Iterator
 
 import onnx
 
+from .graph import subgraphs
 from .passes import GraphPass, PassResult
 
 __all__ = ["NameNodesByModule", "name_nodes_by_module"]
@@ -53,14 +54,6 @@ def _module_path(node: onnx.NodeProto) -> str | None:
     return scopes[-1] if scopes else ""
 
 
-def _subgraphs(node: onnx.NodeProto) -> Iterator[onnx.GraphProto]:
-    for attr in node.attribute:
-        if attr.type == onnx.AttributeProto.GRAPH:
-            yield attr.g
-        elif attr.type == onnx.AttributeProto.GRAPHS:
-            yield from attr.graphs
-
-
 def _walk(graph: onnx.GraphProto, outer: str | None = None
           ) -> Iterator[tuple[onnx.NodeProto, str | None]]:
     """Every node of ``graph`` and its subgraphs, in order, with the module path it is named by."""
@@ -69,7 +62,7 @@ def _walk(graph: onnx.GraphProto, outer: str | None = None
         # a body node without a module of its own belongs to the node holding the body
         path = own if own or outer is None else outer
         yield node, path
-        for sub in _subgraphs(node):
+        for sub in subgraphs(node):
             yield from _walk(sub, path)
 
 
