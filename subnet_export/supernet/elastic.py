@@ -177,7 +177,8 @@ class ElasticConv2d(ElasticModule):
             self.weight, self.bias = full.weight, full.bias
         self.kernel_transform = bool(kernel_transform)
         self._transforms: dict[tuple[int, int], str] = {}
-        for a, b in zip(self.kernel_sizes, self.kernel_sizes[1:]) if kernel_transform else ():
+        steps = list(zip(self.kernel_sizes, self.kernel_sizes[1:])) if kernel_transform else []
+        for a, b in reversed(steps) if kernel_transform == "ofa" else steps:  # OFA's key order
             name = f"{a}to{b}_matrix" if kernel_transform == "ofa" else f"transform_{a}to{b}"
             self.register_parameter(name, nn.Parameter(torch.eye(b * b)))
             self._transforms[(a, b)] = name
