@@ -64,7 +64,9 @@ class Conv2d(Placeholder):
     """Elastic ``nn.Conv2d``: channels, kernel size (centre crop), padding, dilation may be choices.
 
     ``groups`` may be 1 or equal to ``in_channels`` (depthwise, following the channels).
-    ``kernel_transform=True`` adds OFA's learnt kernel transforms between kernel sizes.
+    ``kernel_transform=True`` adds OFA's learnt kernel transforms between kernel sizes;
+    ``kernel_transform="ofa"`` adds them in OFA's parameter layout (``7to5_matrix``, ... and the
+    kernel at ``conv.weight``, as in its ``DynamicSeparableConv2d``), so OFA checkpoints load.
     """
 
     plain_class = nn.Conv2d
@@ -240,18 +242,26 @@ class Repeat(Placeholder):
         blocks: a factory ``fn(index) -> module``, a list of modules, or one module (deep-copied).
         depth: an int or a ``Choice`` of ints (its label is the arch label of the depth). The
             same Choice may also appear in expressions elsewhere (a stage that can vanish
-            changes the next stage's input width); the label stays a depth.
+            changes the next stage's input width); the label stays a depth. A list of them
+            makes consecutive stages of one flat block list (Once-for-All's ``blocks.N``):
+            stage ``s`` holds the next ``max(depth[s])`` blocks and keeps its first ``d``.
     """
 
     def __init__(self, blocks: Callable[[int], nn.Module] | Sequence[nn.Module] | nn.Module,
-                 depth: int | Choice) -> None:
+                 depth: int | Choice | Sequence[int | Choice]) -> None:
         super().__init__()
-        if is_choice(depth) and not isinstance(depth, Choice):
-            raise SearchSpaceError("Repeat depth must be an int or a Choice, not an expression")
-        candidates = depth.candidates if isinstance(depth, Choice) else (depth,)
-        if not all(type(d) is int and d >= 0 for d in candidates):
-            raise SearchSpaceError(f"Repeat depth candidates must be ints >= 0, got {candidates}")
-        max_depth = max(candidates)
+        stages = list(depth) if isinstance(depth, (list, tuple)) else [depth]
+        if not stages:
+            raise SearchSpaceError("Repeat needs at least one depth")
+        max_depth = 0
+        for d in stages:
+            if is_choice(d) and not isinstance(d, Choice):
+                raise SearchSpaceError("Repeat depth must be an int or a Choice, not an expression")
+            candidates = d.candidates if isinstance(d, Choice) else (d,)
+            if not all(type(c) is int and c >= 0 for c in candidates):
+                raise SearchSpaceError(
+                    f"Repeat depth candidates must be ints >= 0, got {candidates}")
+            max_depth += max(candidates)
         if isinstance(blocks, nn.Module):
             modules = [blocks] + [copy.deepcopy(blocks) for _ in range(max_depth - 1)]
         elif callable(blocks):
@@ -266,4 +276,5 @@ class Repeat(Placeholder):
         self.depth = depth
 
     def is_elastic(self) -> bool:
-        return isinstance(self.depth, Choice)
+        stages = self.depth if isinstance(self.depth, (list, tuple)) else [self.depth]
+        return any(isinstance(d, Choice) for d in stages)

@@ -180,61 +180,77 @@ class MixedEdgeChoice(_OneLabel):
             collect_sub_state(self.edge(j), dest, f"{prefix}ops.{k}.", keep_vars)
 
 
-class MixedRepeat(_OneLabel):
-    """Blocks repeated an elastic number of times.
+class MixedRepeat(DifferentiableMixin, BaseSuperNetModule):
+    """Blocks repeated an elastic number of times, in one stage or several of one flat list.
 
-    Sampling: the first ``d`` blocks. Differentiable: a softmax-weighted sum of the outputs at
-    each candidate depth. The plain module is an ``nn.Sequential`` of ``d`` blocks keeping the
-    block indices, so keys match.
+    Sampling: the first ``d`` blocks of every stage. Differentiable: per stage, a
+    softmax-weighted sum of the outputs at each candidate depth. The plain module is an
+    ``nn.Sequential`` of the kept blocks numbered consecutively (one stage: the block indices
+    are kept, so keys match; several: the layout of Once-for-All's ``get_active_subnet``).
     """
 
-    def __init__(self, blocks: list[nn.Module], depth: Choice, strategy: str = "sampling",
-                 memo: dict | None = None) -> None:
+    def __init__(self, blocks: list[nn.Module], depth: Choice | Sequence[int | Choice],
+                 strategy: str = "sampling", memo: dict | None = None) -> None:
         super().__init__(strategy)
         for i, block in enumerate(blocks):
             self.add_module(str(i), block)
-        self.depth_choice = depth
-        self.label = depth.label
-        self._arch = {self.label: depth.candidates[0]}
+        self.stages: list[tuple[int, int | Choice]] = []  # (first block, depth)
+        start = 0
+        for d in (list(depth) if isinstance(depth, (list, tuple)) else [depth]):
+            self.stages.append((start, d))
+            start += max(d.candidates) if isinstance(d, Choice) else d
+        self.depth_choices = {d.label: d for _, d in self.stages if isinstance(d, Choice)}
+        self._arch = {lb: c.candidates[0] for lb, c in self.depth_choices.items()}
         if strategy == "differentiable":
-            self.init_alphas({self.label: len(depth.candidates)}, memo if memo is not None else {})
+            self.init_alphas({lb: len(c.candidates) for lb, c in self.depth_choices.items()},
+                             memo if memo is not None else {})
 
     @classmethod
     def mutate(cls, module, name, memo, mutate_kwargs):
-        if type(module) is ph.Repeat and isinstance(module.depth, Choice):
+        if type(module) is ph.Repeat and module.is_elastic():
             return cls(list(module.children()), module.depth, mutate_kwargs["strategy"], memo)
         return None
 
     def search_space_spec(self):
-        return {self.label: ParameterSpec(self.label, "depth", self.depth_choice.candidates)}
+        return {lb: ParameterSpec(lb, "depth", c.candidates)
+                for lb, c in self.depth_choices.items()}
 
     def _argmax(self, label):
-        return self.depth_choice.candidates[int(self.alpha(label).argmax())]
+        return self.depth_choices[label].candidates[int(self.alpha(label).argmax())]
 
-    def blocks(self, depth: int) -> list[nn.Module]:
-        """The first ``depth`` blocks."""
-        return [self._modules[str(i)] for i in range(depth)]
+    def active(self, arch: Mapping[str, Any] | None = None) -> list[tuple[nn.Module, tuple]]:
+        """(block, labels that chose it) for the first ``d`` blocks of every stage."""
+        arch = self.current_arch() if arch is None else arch
+        out = []
+        for start, d in self.stages:
+            n, labels = (arch[d.label], (d.label,)) if isinstance(d, Choice) else (d, ())
+            out += [(self._modules[str(start + i)], labels) for i in range(n)]
+        return out
 
     def forward(self, x):
-        if self.mixing():
-            depths = self.depth_choice.candidates
+        if not self.mixing():
+            for block, _ in self.active():
+                x = block(x)
+            return x
+        for start, d in self.stages:
+            depths = d.candidates if isinstance(d, Choice) else (d,)
             outputs, out = {}, x
             for i in range(max(depths) + 1):
                 if i in depths:
                     outputs[i] = out
                 if i < max(depths):
-                    out = self._modules[str(i)](out)
-            weights = torch.softmax(self.alpha(self.label), -1)
-            return _weighted_sum(weights, [outputs[d] for d in depths])
-        for block in self.blocks(self.choice()):
-            x = block(x)
+                    out = self._modules[str(start + i)](out)
+            if isinstance(d, Choice):
+                weights = torch.softmax(self.alpha(d.label), -1)
+                x = _weighted_sum(weights, [outputs[k] for k in depths])
+            else:
+                x = out
         return x
 
     def freeze(self, memo):
-        blocks = self.blocks(self.choice(memo))
-        return nn.Sequential(*(freeze_child(b, memo, str(i), (self.label,))
-                               for i, b in enumerate(blocks)))
+        return nn.Sequential(*(freeze_child(b, memo, str(i), labels)
+                               for i, (b, labels) in enumerate(self.active(memo))))
 
     def _save_to_sub_state_dict(self, dest, prefix, keep_vars):
-        for i, block in enumerate(self.blocks(self.choice())):
+        for i, (block, _) in enumerate(self.active()):
             collect_sub_state(block, dest, f"{prefix}{i}.", keep_vars)

@@ -133,7 +133,12 @@ def check_positive(module: str, v: Mapping[str, Any], keys: tuple[str, ...]) -> 
 
 
 class ElasticConv2d(ElasticModule):
-    """Supernet ``Conv2d``: first-k channels, centre-cropped kernels, optional kernel transforms."""
+    """Supernet ``Conv2d``: first-k channels, centre-cropped kernels, optional kernel transforms.
+
+    ``kernel_transform``: False (centre crop only), True (learnt transforms ``transform_7to5``,
+    ... beside ``weight``) or ``"ofa"`` (the same transforms in Once-for-All's parameter layout:
+    ``7to5_matrix``, ... and the full kernel at ``conv.weight``).
+    """
 
     placeholder = ph.Conv2d
 
@@ -160,11 +165,23 @@ class ElasticConv2d(ElasticModule):
         k_max = self.kernel_sizes[0]
         full = nn.Conv2d(in_max, out_max, k_max, groups=in_max if self.depthwise else 1,
                          bias=bool(self.args["bias"]))
-        self.weight, self.bias = full.weight, full.bias
-        self.kernel_transform = kernel_transform
-        if kernel_transform:
-            for a, b in zip(self.kernel_sizes, self.kernel_sizes[1:]):
-                self.register_parameter(f"transform_{a}to{b}", nn.Parameter(torch.eye(b * b)))
+        if kernel_transform not in (False, True, "ofa"):
+            raise SearchSpaceError(f"kernel_transform must be False, True or 'ofa', "
+                                   f"not {kernel_transform!r}")
+        if kernel_transform == "ofa":
+            # Once-for-All's DynamicSeparableConv2d layout, so that its checkpoints load as they
+            # are: the full kernel at ``conv.weight``, the transforms named ``7to5_matrix``.
+            self.conv = _Kernel(full.weight)
+            self.bias = full.bias
+        else:
+            self.weight, self.bias = full.weight, full.bias
+        self.kernel_transform = bool(kernel_transform)
+        self._transforms: dict[tuple[int, int], str] = {}
+        steps = list(zip(self.kernel_sizes, self.kernel_sizes[1:])) if kernel_transform else []
+        for a, b in reversed(steps) if kernel_transform == "ofa" else steps:  # OFA's key order
+            name = f"{a}to{b}_matrix" if kernel_transform == "ofa" else f"transform_{a}to{b}"
+            self.register_parameter(name, nn.Parameter(torch.eye(b * b)))
+            self._transforms[(a, b)] = name
 
     @classmethod
     def mutate(cls, module, name, memo, mutate_kwargs):
@@ -182,23 +199,28 @@ class ElasticConv2d(ElasticModule):
         for a, b in zip(self.kernel_sizes, self.kernel_sizes[1:]):
             c = centre(a, b)
             w = w[..., c, c]
-            m = getattr(self, f"transform_{a}to{b}")
+            m = getattr(self, self._transforms[(a, b)])
             w = F.linear(w.reshape(*w.shape[:2], b * b), m).reshape(*w.shape[:2], b, b)
             if b == k:
                 break
         return w
 
+    def kernel(self) -> torch.Tensor:
+        """The full (largest) kernel, wherever the layout keeps it."""
+        return self.conv.weight if "conv" in self._modules else self.weight
+
     def active_params(self, v):
-        w = self.weight[: v["out_channels"], : v["in_channels"] // v["groups"]]
+        w = self.kernel()[: v["out_channels"], : v["in_channels"] // v["groups"]]
         w = self.crop_kernel(w, v["kernel_size"])
         b = None if self.bias is None else self.bias[: v["out_channels"]]
         return {"weight": w, "bias": b}
 
     def embed(self, key, t):
-        if key != "weight" or t.shape[-1] == self.weight.shape[-1]:
+        if key != "weight":
             return self._embed_front(key, t)
-        out = self.weight.new_zeros(self.weight.shape)
-        c = centre(self.weight.shape[-1], t.shape[-1])
+        full = self.kernel()
+        out = full.new_zeros(full.shape)
+        c = centre(full.shape[-1], t.shape[-1])
         out[: t.shape[0], : t.shape[1], c, c] = t
         return out
 
@@ -212,6 +234,14 @@ class ElasticConv2d(ElasticModule):
         return nn.Conv2d(v["in_channels"], v["out_channels"], v["kernel_size"], v["stride"],
                          v["padding"], v["dilation"], v["groups"], bool(v["bias"]), "zeros",
                          device="meta")
+
+
+class _Kernel(nn.Module):
+    """Holds a conv kernel as ``weight``: the inner ``conv`` of the Once-for-All layout."""
+
+    def __init__(self, weight: nn.Parameter) -> None:
+        super().__init__()
+        self.weight = weight
 
 
 class ElasticLinear(ElasticModule):

@@ -187,6 +187,37 @@ def test_repeat_differentiable_export_is_the_argmax() -> None:
         assert se.freeze(net)["depth"] == [1, 2, 3][best]
 
 
+class StagedRepeatSpace(nn.Module):
+    """One flat block list in three stages (Once-for-All's ``blocks.N``): fixed, elastic, and
+    one that may vanish."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = se.Conv2d(3, W, 1)
+        self.blocks = se.Repeat(_block, [1, se.Choice([1, 2], label="d1"),
+                                         se.Choice([0, 2], label="d2")])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.blocks(self.stem(x))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_staged_repeat(strategy: str) -> None:
+    net = build(StagedRepeatSpace(), strategy)
+    specs = se.search_space(net)
+    assert {lb: (s.kind, s.candidates) for lb, s in specs.items() if lb != "w"} == {
+        "d1": ("depth", (1, 2)), "d2": ("depth", (0, 2))}
+    assert [n for n in net.blocks._modules if n.isdigit()] == list("01234")  # 1 + 2 + 2
+    for arch in every_arch(specs):
+        plain = assert_plain_contract(net, arch, image())
+        kept = [0, *range(1, 1 + arch["d1"]), *range(3, 3 + arch["d2"])]
+        assert len(plain.blocks) == len(kept)  # numbered consecutively
+        for i, j in enumerate(kept):
+            supernet_weight = net.get_submodule(f"blocks.{j}.0").weight
+            w = arch["w"]
+            assert torch.equal(plain.blocks[i][0].weight, supernet_weight[:w, :w])
+
+
 # -- differentiable export, probabilities and sampling ---------------------------------------------
 @pytest.mark.parametrize("op", ["conv3", "conv_bn", "skip"])
 @pytest.mark.parametrize("w", [4, 8])

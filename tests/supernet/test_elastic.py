@@ -309,3 +309,27 @@ def test_differentiable_mixture_is_not_the_fixed_path() -> None:
         assert_within_noise(path, ref(x), run_float64(ref, x))
         assert mixed.shape == path.shape
         assert not torch.allclose(mixed, path, atol=1e-3)
+
+
+def test_kernel_transform_in_ofa_layout() -> None:
+    # Once-for-All's DynamicSeparableConv2d keys, and the same computation as the own layout.
+    k = se.Choice([3, 5, 7], label="k")
+    ofa = se.to_supernet(Single(se.Conv2d(4, 4, k, padding=k // 2, groups=4, bias=False,
+                                          kernel_transform="ofa")))
+    own = se.to_supernet(Single(se.Conv2d(4, 4, k, padding=k // 2, groups=4, bias=False,
+                                          kernel_transform=True)))
+    assert list(ofa.state_dict()) == ["m.5to3_matrix", "m.7to5_matrix", "m.conv.weight"]
+    randomise(own, seed=2)
+    state = own.state_dict()
+    ofa.load_state_dict({"m.conv.weight": state["m.weight"],
+                         "m.7to5_matrix": state["m.transform_7to5"],
+                         "m.5to3_matrix": state["m.transform_5to3"]}, strict=True)
+    x = _img(4)
+    for size in (3, 5, 7):
+        a, b = se.materialize(ofa, {"k": size}), se.materialize(own, {"k": size})
+        assert list(a.state_dict()) == ["m.weight"]
+        assert torch.equal(a.m.weight, b.m.weight)
+        with torch.no_grad(), se.fixed_arch(ofa, {"k": size}):
+            assert torch.equal(ofa(x), a(x))
+    with pytest.raises(se.SearchSpaceError, match="kernel_transform"):
+        se.to_supernet(Single(se.Conv2d(4, 4, k, kernel_transform="tf")))

@@ -1,0 +1,227 @@
+"""models/ofa.py against Once-for-All itself: its networks, seeded, are the oracle.
+
+OFA's published checkpoints are not needed: ``OFAMobileNetV3`` with seeded random weights,
+random BatchNorm statistics and random kernel transforms has the same state dict format, and
+its own ``set_active_subnet`` / ``get_active_subnet`` define what every arch computes.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import sys
+import types
+
+import pytest
+import torch
+import torch.nn.functional as F
+from _noise import assert_within_noise, run_float64
+from torch import nn
+
+import subnet_export as se
+from models.ofa import (
+    OFAMobileNetV3Space,
+    labels_to_ofa_arch,
+    mobilenetv3_w10,
+    mobilenetv3_w12,
+    ofa_arch_to_labels,
+)
+from subnet_export.errors import ArchError
+from subnet_export.loading import read_state_dict
+
+# ofa.utils imports its ImageNet data loaders (torchvision, PIL), which the networks never use.
+sys.modules.setdefault("ofa.utils.my_dataloader", types.ModuleType("ofa.utils.my_dataloader"))
+try:
+    from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
+except ImportError as err:  # a hard requirement of these tests, never a skip
+    raise ImportError(f"tests/test_ofa_models.py needs the `ofa` package ({err}); install the "
+                      "test extra") from err
+
+WIDTHS = {"w10": (1.0, mobilenetv3_w10), "w12": (1.2, mobilenetv3_w12)}
+KS, ES, DS = (3, 5, 7), (3, 4, 6), (2, 3, 4)
+
+
+def image_like(batch: int, size: int, seed: int = 0) -> torch.Tensor:
+    """Smooth random images plus noise (noise alone averages out in the global pooling)."""
+    gen = torch.Generator().manual_seed(seed)
+    low = F.interpolate(torch.randn(batch, 3, 4, 4, generator=gen), size=(size, size),
+                        mode="bilinear")
+    return low + 0.5 * torch.randn(batch, 3, size, size, generator=gen)
+
+
+def randomise(ofa: nn.Module, seed: int) -> None:
+    """Seeded BatchNorm affine parameters, kernel transforms away from identity, and BatchNorm
+    statistics estimated on a few of OFA's own paths, then perturbed per channel.
+
+    Made-up statistics alone do not fit the activations of a 20-block net: its outputs would
+    not depend on the input, and any parity check would pass on them.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    bns = [m for m in ofa.modules() if isinstance(m, nn.BatchNorm2d)]
+    with torch.no_grad():
+        for name, t in ofa.state_dict(keep_vars=True).items():
+            if name.endswith("_matrix"):
+                t.add_(0.1 * torch.randn(t.shape, generator=gen))
+        for bn in bns:
+            bn.weight.copy_(0.5 + torch.rand(bn.weight.shape, generator=gen))
+            bn.bias.copy_(0.1 * torch.randn(bn.bias.shape, generator=gen))
+            bn.reset_running_stats()
+            bn.momentum = None  # cumulative average over the calibration paths
+        ofa.train()
+        for case in ("max", "min", "mixed"):
+            arch = ofa_arch(case)
+            ofa.set_active_subnet(ks=arch["ks"], e=arch["e"], d=arch["d"])
+            ofa(image_like(8, 64, seed))
+        ofa.eval()
+        for bn in bns:
+            bn.momentum = 0.1
+            std = bn.running_var.sqrt()
+            bn.running_mean.add_(0.1 * std * torch.randn(std.shape, generator=gen))
+            bn.running_var.mul_(0.7 + 0.7 * torch.rand(std.shape, generator=gen))
+
+
+@functools.cache
+def pair(width: str) -> tuple[nn.Module, nn.Module]:
+    """(OFA's supernet, ours with OFA's state dict loaded strictly), both in eval mode."""
+    mult, factory = WIDTHS[width]
+    torch.manual_seed(0)
+    ofa = OFAMobileNetV3(ks_list=list(KS), expand_ratio_list=list(ES), depth_list=list(DS),
+                         width_mult=mult)
+    randomise(ofa, seed=1)
+    ours = factory()
+    ours.load_state_dict(ofa.state_dict(), strict=True)
+    return ofa.eval(), ours.eval()
+
+
+def ofa_arch(case: str) -> dict:
+    if case == "max":
+        return {"ks": [7] * 20, "e": [6] * 20, "d": [4] * 5}
+    if case == "min":
+        return {"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5}
+    if case == "mixed":  # every kernel, ratio and depth, in every stage
+        return {"ks": [3, 5, 7, 5] * 5, "e": [6, 3, 4, 6] * 5, "d": [2, 3, 4, 3, 4]}
+    rng = random.Random(int(case.removeprefix("random")))
+    return {"ks": [rng.choice(KS) for _ in range(20)], "e": [rng.choice(ES) for _ in range(20)],
+            "d": [rng.choice(DS) for _ in range(5)]}
+
+
+def ofa_outputs(ofa: nn.Module, arch: dict, x: torch.Tensor):
+    """(OFA's supernet path, its float64 run, OFA's extracted subnet, its float64 run)."""
+    ofa.set_active_subnet(ks=arch["ks"], e=arch["e"], d=arch["d"])
+    sub = ofa.get_active_subnet(preserve_weight=True).eval()
+    with torch.no_grad():
+        return ofa(x), run_float64(ofa, x), sub(x), run_float64(sub, x), sub
+
+
+# -- the state dict -------------------------------------------------------------------------------
+@pytest.mark.parametrize("width", sorted(WIDTHS))
+def test_ofa_state_dict_loads_strictly(width, tmp_path):
+    ofa, ours = pair(width)
+    theirs, mine = ofa.state_dict(), ours.state_dict()
+    assert list(mine) == list(theirs)
+    assert all(mine[k].shape == theirs[k].shape for k in theirs)
+    assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
+    # OFA's published checkpoint format, read as the CLI reads --weights
+    torch.save({"state_dict": theirs}, tmp_path / "ofa.pth")
+    fresh = WIDTHS[width][1](seed=3)
+    fresh.load_state_dict(read_state_dict(tmp_path / "ofa.pth"), strict=True)
+    assert all(torch.equal(fresh.state_dict()[k], theirs[k]) for k in theirs)
+
+
+def test_batchnorm_settings_are_ofas():
+    ofa, ours = pair("w10")
+    ofa_bns = [m for m in ofa.modules() if isinstance(m, nn.BatchNorm2d)]
+    plain = se.materialize(ours, se.freeze(ours, ofa_arch_to_labels(ofa_arch("max"))))
+    bns = [m for m in plain.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert len(bns) == len(ofa_bns) == 2 + 2 + 20 * 3
+    assert {(m.eps, m.momentum) for m in bns} == {(m.eps, m.momentum) for m in ofa_bns}
+    assert {m.eps for m in bns} == {1e-5}
+
+
+# -- parity ---------------------------------------------------------------------------------------
+CASES = ["max", "min", "mixed", "random0", "random1", "random2"]
+#: (width, arch, resolution): every arch kind at 224, some at 160 (a full-size forward in
+#: float64 takes a while on a small CPU).
+PARITY = [*(("w10", case, 224) for case in CASES[:5]), ("w10", "mixed", 160),
+          ("w10", "random2", 160), ("w12", "max", 224), ("w12", "random0", 224),
+          ("w12", "min", 160), ("w12", "random1", 160)]
+
+
+@pytest.mark.parametrize("width, case, resolution", PARITY)
+def test_subnet_matches_ofa(width, case, resolution):
+    ofa, ours = pair(width)
+    arch = se.freeze(ours, ofa_arch_to_labels(ofa_arch(case)))
+    x = image_like(2, resolution, seed=resolution)
+    path, path64, sub_out, sub64, sub = ofa_outputs(ofa, ofa_arch(case), x)
+    # the bar of test_models.py: the input reaches the logits (far above the noise floor)
+    assert float(sub_out.std(dim=0).max()) > 2e-5, "the output ignores the input"
+    plain = se.materialize(ours, arch)
+    with torch.no_grad(), se.fixed_arch(ours, arch):
+        mine = {"supernet path": ours(x), "plain model": plain(x)}
+    for what, out in mine.items():
+        assert_within_noise(out, path, path64, what=f"{what} vs OFA's supernet")
+        assert_within_noise(out, sub_out, sub64, what=f"{what} vs OFA's subnet")
+    # The plain model is OFA's subnet tensor for tensor (up to the dynamic wrappers' nesting).
+    flat = {k.replace(".conv.conv.", ".conv.").replace(".bn.bn.", ".bn."): tuple(v.shape)
+            for k, v in plain.state_dict().items()}
+    assert flat == {k: tuple(v.shape) for k, v in sub.state_dict().items()}
+
+
+def test_onnx_export_matches_ofa(tmp_path):
+    ort = pytest.importorskip("onnxruntime")
+    ofa, ours = pair("w10")
+    arch = se.freeze(ours, ofa_arch_to_labels(ofa_arch("mixed")))
+    plain = se.materialize(ours, arch)
+    result = se.export_onnx(plain, image_like(1, 224), tmp_path / "ofa.onnx", arch=arch)
+    assert result.unused == () and result.initializer_bytes == result.state_bytes
+    x = image_like(2, 224, seed=5)
+    _, _, sub_out, sub64, _ = ofa_outputs(ofa, ofa_arch("mixed"), x)
+    session = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"])
+    (out,) = session.run(None, {result.input_names[0]: x.numpy()})
+    assert_within_noise(torch.from_numpy(out), sub_out, sub64, what="onnxruntime vs OFA")
+
+
+# -- arch translation -----------------------------------------------------------------------------
+def test_arch_round_trips():
+    _, ours = pair("w10")
+    specs = se.search_space(ours)
+    assert len(specs) == 45 and {s.kind for lb, s in specs.items() if lb.startswith("d.")} == {
+        "depth"}
+    for case in CASES:
+        labels = ofa_arch_to_labels(ofa_arch(case))
+        assert set(labels) == set(specs)
+        se.freeze(ours, labels)  # valid
+        assert labels_to_ofa_arch(labels) == ofa_arch(case)
+        assert ofa_arch_to_labels(labels_to_ofa_arch(labels)) == labels
+
+
+def test_arch_slots_beyond_depth_are_ignored():
+    arch = ofa_arch("min")  # depth 2 everywhere: slots 2, 3 of every stage are inactive
+    arch["ks"][3], arch["e"][2] = 9, None
+    labels = ofa_arch_to_labels(arch)
+    assert labels["ks.3"] == 3 and labels["e.2"] == 3
+    assert ofa_arch_to_labels({"ks": 5, "e": 4, "d": 3}) == ofa_arch_to_labels(
+        {"ks": [5] * 20, "e": [4] * 20, "d": [3] * 5})  # ints for every slot, as OFA's val2list
+
+
+@pytest.mark.parametrize("change, label", [
+    ({"ks": [3] * 19}, "ks"), ({"e": [3] * 21}, "e"), ({"d": [2] * 4}, "d"),
+    ({"d": "2"}, "d"), ({"ks": [9] + [3] * 19}, "ks.0"), ({"e": [3] * 19 + [5]}, "e.19"),
+    ({"d": [2, 2, 2, 2, 5]}, "d.4"), ({"d": [2, 2, 2, 2, True]}, "d.4"),
+])
+def test_arch_translation_rejects(change, label):
+    arch = {**ofa_arch("max"), **change}
+    with pytest.raises(ArchError) as info:
+        ofa_arch_to_labels(arch)
+    assert info.value.label == label
+    with pytest.raises(ArchError, match="'d'"):
+        ofa_arch_to_labels({"ks": 3, "e": 3})
+    with pytest.raises(ArchError, match="missing"):
+        labels_to_ofa_arch({"ks.0": 3})
+
+
+def test_space_is_plain_placeholders_until_converted():
+    space = OFAMobileNetV3Space()
+    net = se.to_supernet(space)
+    assert isinstance(net.blocks, se.supernet.choices.MixedRepeat)
+    assert len(net.blocks._modules) == 21
