@@ -40,7 +40,7 @@ except ImportError:  # pragma: no cover - exercised through the CLI
     from _layers import make_divisible, maybe_compose
 
 __all__ = ["OFAMobileNetV3Space", "labels_to_ofa_arch", "mobilenetv3_w10", "mobilenetv3_w12",
-           "ofa_arch_to_labels"]
+           "ofa_arch_to_labels", "translate_arch"]
 
 KERNELS = (3, 5, 7)
 EXPAND_RATIOS = (3, 4, 6)
@@ -154,8 +154,25 @@ class OFAMobileNetV3Space(nn.Module):
 
 def _build(width_mult: float, strategy: str, seed: int, num_classes: int,
            resolution: int, calib_steps: int) -> nn.Module:
-    return seeded_supernet(lambda: OFAMobileNetV3Space(width_mult, num_classes), strategy, seed,
-                           (1, 3, resolution, resolution), calib_steps=calib_steps)
+    net = seeded_supernet(lambda: OFAMobileNetV3Space(width_mult, num_classes), strategy, seed,
+                          (1, 3, resolution, resolution), calib_steps=calib_steps)
+    net.translate_arch = translate_arch  # se.freeze and --arch take OFA's {ks, e, d} too
+    return net
+
+
+def translate_arch(arch: Mapping[str, Any]) -> dict[str, int] | None:
+    """Our labels of an OFA arch dict, or None when ``arch`` is not one (no ``ks``/``e``/``d``).
+
+    OFA's ``r`` / ``image_size`` (the resolution the arch was searched at) is not part of the
+    network: give it as the input shape (``--input-shape 1x3xRxR``).
+    """
+    if not {"ks", "e", "d"} & set(arch):
+        return None
+    extra = sorted(set(arch) - {"ks", "e", "d", "r", "image_size"})
+    if extra:
+        raise ArchError(f"unknown key {extra[0]!r} in the OFA arch; it has 'ks', 'e' and 'd' "
+                        "(and optionally 'r' or 'image_size')", extra[0])
+    return ofa_arch_to_labels(arch)
 
 
 def mobilenetv3_w10(strategy: str = "sampling", seed: int = 0, *, num_classes: int = 1000,

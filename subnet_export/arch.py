@@ -48,9 +48,12 @@ class FrozenArch(dict):
     takes it as it is for the supernet it was made for, instead of validating it again.
     """
 
-    def __init__(self, values: Mapping[str, Any], supernet: nn.Module) -> None:
+    def __init__(self, values: Mapping[str, Any], supernet: nn.Module,
+                 source: Mapping[str, Any] | None = None) -> None:
         super().__init__(values)
         self._of = weakref.ref(supernet)
+        #: the arch as the user gave it, when it was in another format (``translate_arch``)
+        self.source = None if source is None else dict(source)
 
     def valid_for(self, supernet: nn.Module) -> bool:
         """Whether this arch was validated against ``supernet`` itself."""
@@ -72,10 +75,15 @@ def freeze(supernet: nn.Module, arch: Mapping[str, Any] | None = None) -> Frozen
         supernet: a module tree made by ``se.to_supernet``.
         arch: ``{label: value}``. None: the supernet's own ``export()`` (argmax of the
             architecture weights for differentiable modules, the current sample otherwise).
+            An arch in another framework's format is accepted when the supernet's root has a
+            ``translate_arch(arch) -> {label: value} | None`` attribute (a space of
+            ``models/ofa.py`` takes Once-for-All's ``{ks, e, d}``); it answers None for an
+            arch that is not in its format.
 
     Returns:
         A :class:`FrozenArch`: ``{label: value}`` in search-space order; input choices as
-        sorted index lists. A FrozenArch of this supernet is returned as it is.
+        sorted index lists; ``source`` holds the arch as given when it was translated. A
+        FrozenArch of this supernet is returned as it is.
 
     Raises:
         ArchError: an unknown or missing label, a value that is not a candidate or of the wrong
@@ -90,6 +98,12 @@ def freeze(supernet: nn.Module, arch: Mapping[str, Any] | None = None) -> Frozen
     if not isinstance(arch, Mapping):
         raise ArchError(
             f"an arch must be a JSON object {{label: value}}, got {type(arch).__name__}")
+    source = None
+    translate = getattr(supernet, "translate_arch", None)
+    if callable(translate) and any(k not in specs for k in arch):
+        translated = translate(arch)
+        if translated is not None:
+            source, arch = dict(arch), translated
     unknown = [k for k in arch if k not in specs]
     if unknown:
         label = unknown[0]
@@ -103,7 +117,7 @@ def freeze(supernet: nn.Module, arch: Mapping[str, Any] | None = None) -> Frozen
                 f"label {label!r} is missing from the arch; valid values are {spec.describe()}",
                 label)
         out[label] = spec.validate(arch[label])
-    return FrozenArch(out, supernet)
+    return FrozenArch(out, supernet, source)
 
 
 def load_arch(path: str | Path) -> Arch:

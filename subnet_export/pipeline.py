@@ -182,6 +182,7 @@ def export_subnet(
             extra={"parameter_count": counts[0], "unused_parameter_count": counts[1],
                    "source_checkpoint_sha256": checkpoint_sha256, "exporter": exporter,
                    "inputs": [s.to_json() for s in specs],
+                   "arch_as_given": frozen.source,
                    "unused_parameters": list(exported.unused),
                    "bn_recalibration": calibration.to_json() if calibration else None,
                    **_samples_tolerance(report, tolerance)}))

@@ -11,6 +11,7 @@ import functools
 import random
 import sys
 import types
+from pathlib import Path
 
 import pytest
 import torch
@@ -37,6 +38,7 @@ except ImportError as err:  # a hard requirement of these tests, never a skip
     raise ImportError(f"tests/test_ofa_models.py needs the `ofa` package ({err}); install the "
                       "test extra") from err
 
+ROOT = Path(__file__).resolve().parents[1]
 WIDTHS = {"w10": (1.0, mobilenetv3_w10), "w12": (1.2, mobilenetv3_w12)}
 KS, ES, DS = (3, 5, 7), (3, 4, 6), (2, 3, 4)
 
@@ -168,7 +170,8 @@ def test_subnet_matches_ofa(width, case, resolution):
 
 
 def test_onnx_export_matches_ofa(tmp_path):
-    ort = pytest.importorskip("onnxruntime")
+    import onnxruntime as ort
+
     ofa, ours = pair("w10")
     arch = se.freeze(ours, ofa_arch_to_labels(ofa_arch("mixed")))
     plain = se.materialize(ours, arch)
@@ -225,3 +228,45 @@ def test_space_is_plain_placeholders_until_converted():
     net = se.to_supernet(space)
     assert isinstance(net.blocks, se.supernet.choices.MixedRepeat)
     assert len(net.blocks._modules) == 21
+
+
+def test_freeze_takes_ofa_arch_dicts_and_keeps_them():
+    _, ours = pair("w10")
+    given = {**ofa_arch("mixed"), "r": 160}
+    frozen = se.freeze(ours, given)
+    assert dict(frozen) == dict(se.freeze(ours, ofa_arch_to_labels(ofa_arch("mixed"))))
+    assert frozen.source == given
+    assert se.freeze(ours, ofa_arch_to_labels(ofa_arch("min"))).source is None  # our labels
+    with pytest.raises(ArchError, match="unknown key 'kss'"):
+        se.freeze(ours, {**ofa_arch("min"), "kss": [3]})
+    with pytest.raises(ArchError, match="e.*valid values"):
+        se.freeze(ours, {**ofa_arch("min"), "e": [5] * 20})
+
+
+def test_cli_exports_an_ofa_checkpoint_and_arch_unchanged(tmp_path):
+    import json
+    import subprocess
+
+    import onnxruntime as ort
+
+    ofa, _ = pair("w10")
+    torch.save({"state_dict": ofa.state_dict()}, tmp_path / "ofa.pth")
+    given = ofa_arch("random3")
+    (tmp_path / "arch.json").write_text(json.dumps(given))
+    script = Path(sys.executable).with_name("subnet-export")
+    out = tmp_path / "b"
+    proc = subprocess.run(
+        [str(script), "onnx", f"{ROOT / 'models' / 'ofa.py'}:mobilenetv3_w10", "--weights",
+         str(tmp_path / "ofa.pth"), "--arch", str(tmp_path / "arch.json"), "--out", str(out),
+         "--input-shape", "1x3x160x160", "--batch", "2", "--providers", "CPU", "--json"],
+        capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["extra"]["arch_as_given"] == given
+    assert json.loads((out / "arch.json").read_text()) == ofa_arch_to_labels(given)
+    # the bundle computes what OFA's own subnet computes
+    x = image_like(2, 160, seed=7)
+    _, _, sub_out, sub64, _ = ofa_outputs(ofa, given, x)
+    session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
+    (got,) = session.run(None, {"input": x.numpy()})
+    assert_within_noise(torch.from_numpy(got), sub_out, sub64, what="bundle vs OFA")
