@@ -1,6 +1,7 @@
 """models/ofa.py against Once-for-All itself: its networks, seeded, are the oracle.
 
-OFA's published checkpoints are not needed: ``OFAMobileNetV3`` with seeded random weights,
+OFA's published checkpoints are not needed: ``OFAMobileNetV3`` and ``OFAProxylessNASNets``
+with seeded random weights,
 random BatchNorm statistics and random kernel transforms has the same state dict format, and
 its own ``set_active_subnet`` / ``get_active_subnet`` define what every arch computes.
 """
@@ -21,11 +22,15 @@ from torch import nn
 
 import subnet_export as se
 from models.ofa import (
+    MOBILENETV3,
+    PROXYLESS,
     OFAMobileNetV3Space,
+    OFAProxylessSpace,
     labels_to_ofa_arch,
     mobilenetv3_w10,
     mobilenetv3_w12,
     ofa_arch_to_labels,
+    proxyless_w13,
 )
 from subnet_export.errors import ArchError
 from subnet_export.loading import read_state_dict
@@ -33,13 +38,19 @@ from subnet_export.loading import read_state_dict
 # ofa.utils imports its ImageNet data loaders (torchvision, PIL), which the networks never use.
 sys.modules.setdefault("ofa.utils.my_dataloader", types.ModuleType("ofa.utils.my_dataloader"))
 try:
-    from ofa.imagenet_classification.elastic_nn.networks import OFAMobileNetV3
+    from ofa.imagenet_classification.elastic_nn.networks import (
+        OFAMobileNetV3,
+        OFAProxylessNASNets,
+    )
 except ImportError as err:  # a hard requirement of these tests, never a skip
     raise ImportError(f"tests/test_ofa_models.py needs the `ofa` package ({err}); install the "
                       "test extra") from err
 
 ROOT = Path(__file__).resolve().parents[1]
-WIDTHS = {"w10": (1.0, mobilenetv3_w10), "w12": (1.2, mobilenetv3_w12)}
+#: name -> (OFA's network class, width_mult, our factory, the block layout)
+NETS = {"w10": (OFAMobileNetV3, 1.0, mobilenetv3_w10, MOBILENETV3),
+        "w12": (OFAMobileNetV3, 1.2, mobilenetv3_w12, MOBILENETV3),
+        "p13": (OFAProxylessNASNets, 1.3, proxyless_w13, PROXYLESS)}
 KS, ES, DS = (3, 5, 7), (3, 4, 6), (2, 3, 4)
 
 
@@ -51,7 +62,7 @@ def image_like(batch: int, size: int, seed: int = 0) -> torch.Tensor:
     return low + 0.5 * torch.randn(batch, 3, size, size, generator=gen)
 
 
-def randomise(ofa: nn.Module, seed: int) -> None:
+def randomise(ofa: nn.Module, seed: int, layout=MOBILENETV3) -> None:
     """Seeded BatchNorm affine parameters, kernel transforms away from identity, and BatchNorm
     statistics estimated on a few of OFA's own paths, then perturbed per channel.
 
@@ -71,7 +82,7 @@ def randomise(ofa: nn.Module, seed: int) -> None:
             bn.momentum = None  # cumulative average over the calibration paths
         ofa.train()
         for case in ("max", "min", "mixed"):
-            arch = ofa_arch(case)
+            arch = ofa_arch(case, layout)
             ofa.set_active_subnet(ks=arch["ks"], e=arch["e"], d=arch["d"])
             ofa(image_like(8, 64, seed))
         ofa.eval()
@@ -83,28 +94,33 @@ def randomise(ofa: nn.Module, seed: int) -> None:
 
 
 @functools.cache
-def pair(width: str) -> tuple[nn.Module, nn.Module]:
+def pair(net: str) -> tuple[nn.Module, nn.Module]:
     """(OFA's supernet, ours with OFA's state dict loaded strictly), both in eval mode."""
-    mult, factory = WIDTHS[width]
+    cls, mult, factory, layout = NETS[net]
     torch.manual_seed(0)
-    ofa = OFAMobileNetV3(ks_list=list(KS), expand_ratio_list=list(ES), depth_list=list(DS),
-                         width_mult=mult)
-    randomise(ofa, seed=1)
+    ofa = cls(ks_list=list(KS), expand_ratio_list=list(ES), depth_list=list(DS),
+              width_mult=mult)
+    randomise(ofa, seed=1, layout=layout)
     ours = factory()
     ours.load_state_dict(ofa.state_dict(), strict=True)
     return ofa.eval(), ours.eval()
 
 
-def ofa_arch(case: str) -> dict:
-    if case == "max":
-        return {"ks": [7] * 20, "e": [6] * 20, "d": [4] * 5}
-    if case == "min":
-        return {"ks": [3] * 20, "e": [3] * 20, "d": [2] * 5}
-    if case == "mixed":  # every kernel, ratio and depth, in every stage
-        return {"ks": [3, 5, 7, 5] * 5, "e": [6, 3, 4, 6] * 5, "d": [2, 3, 4, 3, 4]}
-    rng = random.Random(int(case.removeprefix("random")))
-    return {"ks": [rng.choice(KS) for _ in range(20)], "e": [rng.choice(ES) for _ in range(20)],
-            "d": [rng.choice(DS) for _ in range(5)]}
+def ofa_arch(case: str, layout=MOBILENETV3) -> dict:
+    """An OFA arch dict for ``layout``; a fixed stage's depth is its length, as OFA samples it."""
+    n, rng = layout.n_slots, random.Random(int(case[6:]) if case.startswith("random") else 0)
+    mixed = {KS: (3, 5, 7, 5), ES: (6, 3, 4, 6), DS: (2, 3, 4, 3, 4)}  # all, in every stage
+    pick = {"max": lambda c, i: max(c), "min": lambda c, i: min(c),
+            "mixed": lambda c, i: mixed[c][i % len(mixed[c])]}.get(
+                case, lambda c, i: rng.choice(c))
+    ks, es = [pick(KS, j) for j in range(n)], [pick(ES, j) for j in range(n)]
+    return {"ks": ks, "e": es, "d": [pick(DS, s) if layout.elastic(s) else slots
+                                     for s, slots in enumerate(layout.stages)]}
+
+
+def labels(net: str, case: str) -> dict:
+    """Our labels of ``ofa_arch(case)`` for the network ``net`` (a key of NETS)."""
+    return ofa_arch_to_labels(ofa_arch(case, NETS[net][3]), NETS[net][3])
 
 
 def ofa_outputs(ofa: nn.Module, arch: dict, x: torch.Tensor):
@@ -116,45 +132,49 @@ def ofa_outputs(ofa: nn.Module, arch: dict, x: torch.Tensor):
 
 
 # -- the state dict -------------------------------------------------------------------------------
-@pytest.mark.parametrize("width", sorted(WIDTHS))
-def test_ofa_state_dict_loads_strictly(width, tmp_path):
-    ofa, ours = pair(width)
+@pytest.mark.parametrize("net", sorted(NETS))
+def test_ofa_state_dict_loads_strictly(net, tmp_path):
+    ofa, ours = pair(net)
     theirs, mine = ofa.state_dict(), ours.state_dict()
     assert list(mine) == list(theirs)
     assert all(mine[k].shape == theirs[k].shape for k in theirs)
     assert all(torch.equal(mine[k], theirs[k]) for k in theirs)
     # OFA's published checkpoint format, read as the CLI reads --weights
     torch.save({"state_dict": theirs}, tmp_path / "ofa.pth")
-    fresh = WIDTHS[width][1](seed=3)
+    fresh = NETS[net][2](seed=3)
     fresh.load_state_dict(read_state_dict(tmp_path / "ofa.pth"), strict=True)
     assert all(torch.equal(fresh.state_dict()[k], theirs[k]) for k in theirs)
 
 
-def test_batchnorm_settings_are_ofas():
-    ofa, ours = pair("w10")
+@pytest.mark.parametrize("net, n_bns, eps", [("w10", 2 + 2 + 20 * 3, 1e-5),
+                                              ("p13", 2 + 2 + 21 * 3, 1e-3)])
+def test_batchnorm_settings_are_ofas(net, n_bns, eps):
+    ofa, ours = pair(net)
     ofa_bns = [m for m in ofa.modules() if isinstance(m, nn.BatchNorm2d)]
-    plain = se.materialize(ours, se.freeze(ours, ofa_arch_to_labels(ofa_arch("max"))))
+    plain = se.materialize(ours, se.freeze(ours, labels(net, "max")))
     bns = [m for m in plain.modules() if isinstance(m, nn.BatchNorm2d)]
-    assert len(bns) == len(ofa_bns) == 2 + 2 + 20 * 3
+    assert len(bns) == len(ofa_bns) == n_bns
     assert {(m.eps, m.momentum) for m in bns} == {(m.eps, m.momentum) for m in ofa_bns}
-    assert {m.eps for m in bns} == {1e-5}
+    assert {m.eps for m in bns} == {eps}
 
 
 # -- parity ---------------------------------------------------------------------------------------
 CASES = ["max", "min", "mixed", "random0", "random1", "random2"]
-#: (width, arch, resolution): every arch kind at 224, some at 160 (a full-size forward in
+#: (network, arch, resolution): every arch kind at 224, some at 160 (a full-size forward in
 #: float64 takes a while on a small CPU).
 PARITY = [*(("w10", case, 224) for case in CASES[:5]), ("w10", "mixed", 160),
           ("w10", "random2", 160), ("w12", "max", 224), ("w12", "random0", 224),
-          ("w12", "min", 160), ("w12", "random1", 160)]
+          ("w12", "min", 160), ("w12", "random1", 160), ("p13", "max", 224),
+          ("p13", "random0", 224), ("p13", "min", 160), ("p13", "mixed", 160),
+          ("p13", "random1", 160)]
 
 
-@pytest.mark.parametrize("width, case, resolution", PARITY)
-def test_subnet_matches_ofa(width, case, resolution):
-    ofa, ours = pair(width)
-    arch = se.freeze(ours, ofa_arch_to_labels(ofa_arch(case)))
+@pytest.mark.parametrize("net, case, resolution", PARITY)
+def test_subnet_matches_ofa(net, case, resolution):
+    ofa, ours = pair(net)
+    arch = se.freeze(ours, labels(net, case))
     x = image_like(2, resolution, seed=resolution)
-    path, path64, sub_out, sub64, sub = ofa_outputs(ofa, ofa_arch(case), x)
+    path, path64, sub_out, sub64, sub = ofa_outputs(ofa, ofa_arch(case, NETS[net][3]), x)
     # the bar of test_models.py: the input reaches the logits (far above the noise floor)
     assert float(sub_out.std(dim=0).max()) > 2e-5, "the output ignores the input"
     plain = se.materialize(ours, arch)
@@ -185,37 +205,61 @@ def test_onnx_export_matches_ofa(tmp_path):
 
 
 # -- arch translation -----------------------------------------------------------------------------
-def test_arch_round_trips():
-    _, ours = pair("w10")
+@pytest.mark.parametrize("net, n_labels, n_depths", [("w10", 45, 5), ("p13", 47, 5)])
+def test_arch_round_trips(net, n_labels, n_depths):
+    _, ours = pair(net)
+    layout = NETS[net][3]
     specs = se.search_space(ours)
-    assert len(specs) == 45 and {s.kind for lb, s in specs.items() if lb.startswith("d.")} == {
-        "depth"}
+    depths = {lb: s.kind for lb, s in specs.items() if lb.startswith("d.")}
+    assert len(specs) == n_labels and len(depths) == n_depths
+    assert set(depths.values()) == {"depth"}
     for case in CASES:
-        labels = ofa_arch_to_labels(ofa_arch(case))
-        assert set(labels) == set(specs)
-        se.freeze(ours, labels)  # valid
-        assert labels_to_ofa_arch(labels) == ofa_arch(case)
-        assert ofa_arch_to_labels(labels_to_ofa_arch(labels)) == labels
+        ours_ = ofa_arch_to_labels(ofa_arch(case, layout), layout)
+        assert set(ours_) == set(specs)
+        se.freeze(ours, ours_)  # valid
+        assert labels_to_ofa_arch(ours_, layout) == ofa_arch(case, layout)
+        assert ofa_arch_to_labels(labels_to_ofa_arch(ours_, layout), layout) == ours_
 
 
-def test_arch_slots_beyond_depth_are_ignored():
-    arch = ofa_arch("min")  # depth 2 everywhere: slots 2, 3 of every stage are inactive
+@pytest.mark.parametrize("layout", [MOBILENETV3, PROXYLESS], ids=["mbv3", "proxyless"])
+def test_arch_slots_beyond_depth_are_ignored(layout):
+    arch = ofa_arch("min", layout)  # depth 2: slots 2, 3 of every elastic stage are inactive
     arch["ks"][3], arch["e"][2] = 9, None
-    labels = ofa_arch_to_labels(arch)
-    assert labels["ks.3"] == 3 and labels["e.2"] == 3
-    assert ofa_arch_to_labels({"ks": 5, "e": 4, "d": 3}) == ofa_arch_to_labels(
-        {"ks": [5] * 20, "e": [4] * 20, "d": [3] * 5})  # ints for every slot, as OFA's val2list
+    got = ofa_arch_to_labels(arch, layout)
+    assert got["ks.3"] == 3 and got["e.2"] == 3
+    n, n_stages = layout.n_slots, len(layout.stages)
+    assert ofa_arch_to_labels({"ks": 5, "e": 4, "d": 3}, layout) == ofa_arch_to_labels(
+        {"ks": [5] * n, "e": [4] * n, "d": [3] * n_stages}, layout)  # OFA's val2list
 
 
-@pytest.mark.parametrize("change, label", [
-    ({"ks": [3] * 19}, "ks"), ({"e": [3] * 21}, "e"), ({"d": [2] * 4}, "d"),
-    ({"d": "2"}, "d"), ({"ks": [9] + [3] * 19}, "ks.0"), ({"e": [3] * 19 + [5]}, "e.19"),
-    ({"d": [2, 2, 2, 2, 5]}, "d.4"), ({"d": [2, 2, 2, 2, True]}, "d.4"),
-])
-def test_arch_translation_rejects(change, label):
-    arch = {**ofa_arch("max"), **change}
+def test_proxyless_last_stage_is_fixed():
+    """OFA clips the depth of the one-block last stage (``min(1, d)``): any depth gives it."""
+    arch = ofa_arch("max", PROXYLESS)
+    assert arch["d"][-1] == 1 and len(arch["ks"]) == 21
+    got = ofa_arch_to_labels(arch, PROXYLESS)
+    assert "d.5" not in got and got["ks.20"] == 7
+    for d in DS:
+        assert ofa_arch_to_labels({**arch, "d": [4] * 5 + [d]}, PROXYLESS) == got
+    arch["ks"][20] = 4  # the last block is always active
     with pytest.raises(ArchError) as info:
-        ofa_arch_to_labels(arch)
+        ofa_arch_to_labels(arch, PROXYLESS)
+    assert info.value.label == "ks.20"
+
+
+@pytest.mark.parametrize("layout, change, label", [
+    *((MOBILENETV3, change, label) for change, label in [
+        ({"ks": [3] * 19}, "ks"), ({"e": [3] * 21}, "e"), ({"d": [2] * 4}, "d"),
+        ({"d": "2"}, "d"), ({"ks": [9] + [3] * 19}, "ks.0"), ({"e": [3] * 19 + [5]}, "e.19"),
+        ({"d": [2, 2, 2, 2, 5]}, "d.4"), ({"d": [2, 2, 2, 2, True]}, "d.4")]),
+    *((PROXYLESS, change, label) for change, label in [  # 21, 21 and 6 values
+        ({"ks": [3] * 20}, "ks"), ({"e": [3] * 22}, "e"), ({"d": [2] * 5}, "d"),
+        ({"ks": [3] * 20 + [9]}, "ks.20"), ({"d": [2] * 5 + [5]}, "d.5"),
+        ({"d": [2] * 5 + [0]}, "d.5"), ({"d": [2] * 4 + [1, 1]}, "d.4")]),
+])
+def test_arch_translation_rejects(layout, change, label):
+    arch = {**ofa_arch("max", layout), **change}
+    with pytest.raises(ArchError) as info:
+        ofa_arch_to_labels(arch, layout)
     assert info.value.label == label
     with pytest.raises(ArchError, match="'d'"):
         ofa_arch_to_labels({"ks": 3, "e": 3})
@@ -223,24 +267,28 @@ def test_arch_translation_rejects(change, label):
         labels_to_ofa_arch({"ks.0": 3})
 
 
-def test_space_is_plain_placeholders_until_converted():
-    space = OFAMobileNetV3Space()
-    net = se.to_supernet(space)
+@pytest.mark.parametrize("space, n_blocks", [(OFAMobileNetV3Space, 21), (OFAProxylessSpace, 22)])
+def test_space_is_plain_placeholders_until_converted(space, n_blocks):
+    net = se.to_supernet(space())
     assert isinstance(net.blocks, se.supernet.choices.MixedRepeat)
-    assert len(net.blocks._modules) == 21
+    assert len(net.blocks._modules) == n_blocks
 
 
-def test_freeze_takes_ofa_arch_dicts_and_keeps_them():
-    _, ours = pair("w10")
-    given = {**ofa_arch("mixed"), "r": 160}
+@pytest.mark.parametrize("net", ["w10", "p13"])
+def test_freeze_takes_ofa_arch_dicts_and_keeps_them(net):
+    _, ours = pair(net)
+    layout = NETS[net][3]
+    given = {**ofa_arch("mixed", layout), "r": 160}
     frozen = se.freeze(ours, given)
-    assert dict(frozen) == dict(se.freeze(ours, ofa_arch_to_labels(ofa_arch("mixed"))))
+    assert dict(frozen) == dict(se.freeze(ours, labels(net, "mixed")))
     assert frozen.source == given
-    assert se.freeze(ours, ofa_arch_to_labels(ofa_arch("min"))).source is None  # our labels
+    assert se.freeze(ours, labels(net, "min")).source is None  # our labels
     with pytest.raises(ArchError, match="unknown key 'kss'"):
-        se.freeze(ours, {**ofa_arch("min"), "kss": [3]})
+        se.freeze(ours, {**ofa_arch("min", layout), "kss": [3]})
     with pytest.raises(ArchError, match="e.*valid values"):
-        se.freeze(ours, {**ofa_arch("min"), "e": [5] * 20})
+        se.freeze(ours, {**ofa_arch("min", layout), "e": [5] * layout.n_slots})
+    with pytest.raises(ArchError, match="list of"):  # the other network's arch
+        se.freeze(ours, ofa_arch("min", PROXYLESS if layout is MOBILENETV3 else MOBILENETV3))
 
 
 def test_cli_exports_an_ofa_checkpoint_and_arch_unchanged(tmp_path):
