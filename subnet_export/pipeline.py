@@ -153,9 +153,8 @@ def export_subnet(
     specs = _specs(input_shapes, inputs, dynamic_axes)
     batch = choose_batch(specs, batch)
     check_input_memory(specs, batch)
-    if reference_outputs is not None:
-        reference_outputs = read_reference_outputs(  # type: ignore[assignment]
-            reference_outputs, input_names=resolve_names(specs), n_inputs=len(specs))
+    recorded = None if reference_outputs is None else read_reference_outputs(
+        reference_outputs, input_names=resolve_names(specs), n_inputs=len(specs))
     run = _Run(progress, warn)
     with work_directory(out_dir, force=force, marker=MANIFEST_NAME) as work:
         supernet.eval()
@@ -182,7 +181,7 @@ def export_subnet(
             supernet, frozen, plain, exported, example_inputs=examples,
             batch_sizes=(1, batch) if batch != 1 else (1,), seed=seed, samples=samples,
             tolerances=tolerance, providers=providers, module_labels=built.labels,
-            specs=specs, reference_outputs=reference_outputs))
+            specs=specs, reference_outputs=recorded))
         counts = parameter_counts(plain, exported.unused)
         manifest = run.stage("bundle", lambda: write_bundle(
             out_dir, model_path=exported.path, arch=frozen, parity=report.to_dict(),
@@ -193,7 +192,7 @@ def export_subnet(
                    "arch_as_given": frozen.source,
                    "unused_parameters": list(exported.unused),
                    "bn_recalibration": calibration.to_json() if calibration else None,
-                   "external_parity": external_parity(report, reference_outputs),
+                   "external_parity": external_parity(report, recorded),
                    **_samples_tolerance(report, tolerance)}))
     return RunResult(Path(out_dir), frozen, report, manifest, counts[0], run.timings,
                      run.nonfinite, unused_parameter_count=counts[1])

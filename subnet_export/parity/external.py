@@ -69,7 +69,7 @@ class RecordedOutputs:
             if arr.ndim != ex.ndim or list(arr.shape[1:]) != list(ex.shape[1:]):
                 raise InputError(f"reference outputs: input {k} has shape {list(arr.shape)}, "
                                  f"the model takes [batch, {', '.join(want)}]")
-            if _kind(arr.dtype) != _kind(ex.numpy().dtype):
+            if _kind(arr.dtype) != _torch_kind(ex.dtype):
                 raise InputError(f"reference outputs: input {k} is {arr.dtype}, the model takes "
                                  f"{str(ex.dtype).removeprefix('torch.')}")
             tensors.append(torch.from_numpy(np.ascontiguousarray(arr)).to(ex.dtype))
@@ -178,3 +178,8 @@ def _output_keys(keys: list[str], names: list[str], count: int) -> list[str]:
 
 def _kind(dtype: np.dtype) -> str:
     return "f" if dtype.kind in "fc" else ("b" if dtype.kind == "b" else "i")
+
+
+def _torch_kind(dtype: torch.dtype) -> str:
+    return "f" if dtype.is_floating_point or dtype.is_complex else (
+        "b" if dtype == torch.bool else "i")
