@@ -62,7 +62,7 @@ def cli(debug: bool) -> None:
 @click.option("--providers", default=None, metavar="CPU,CUDA",
               help="onnxruntime providers to validate on (default: CPU, and CUDA when there).")
 @options.tolerance_options
-@click.option("--samples", type=click.Path(dir_okay=False), help="User inputs (.npz) to check.")
+@options.samples_options
 @click.option("--calib-data", type=click.Path(dir_okay=False), default=None,
               help="Inputs (.npz) to re-estimate the subnet's BatchNorm statistics on.")
 @click.option("--calib-samples", type=click.IntRange(min=1), default=None,
@@ -82,7 +82,8 @@ def onnx_command(supernet: str, arch_path: str | None, weights: str | None, out_
                  strategy: str | None, input_texts: Sequence[str], input_shapes: Sequence[str],
                  output_names: str | None, dynamic_axes: Sequence[str], opset: int | None,
                  exporter: str, providers: str | None, atol: float | None, rtol: float | None,
-                 noise_factor: float | None, samples: str | None, calib_data: str | None,
+                 noise_factor: float | None, samples: str | None,
+                 reference_outputs: str | None, calib_data: str | None,
                  calib_samples: int | None, calib_batch: int, batch: int | None, seed: int,
                  force: bool, as_json: bool, debug: bool) -> int:
     """Freeze, materialize, export, validate and bundle one subnet of SUPERNET."""
@@ -102,8 +103,9 @@ def onnx_command(supernet: str, arch_path: str | None, weights: str | None, out_
         check_opset(exporter, opset)
     check_writable(out_dir, force=force, marker=MANIFEST_NAME)
     arch = _read_arch(arch_path) if arch_path else None
-    options.require_file("samples", samples)
-    options.require_file("calibration data", calib_data)
+    for what, path in (("samples", samples), ("reference outputs", reference_outputs),
+                       ("calibration data", calib_data)):
+        options.require_file(what, path)
     net = build_supernet(supernet, strategy)
     sha = load_weights(net, weights) if weights else None
     specs = specs or options.default_specs(net, supernet)
@@ -115,9 +117,9 @@ def onnx_command(supernet: str, arch_path: str | None, weights: str | None, out_
         result = export_subnet(
             net, out_dir, inputs=specs, output_names=names, dynamic_axes=axes, arch=arch,
             exporter=exporter, opset=opset, providers=options.providers(providers),
-            tolerance=tolerance, samples=samples, batch=batch, seed=seed, force=force,
-            checkpoint_sha256=sha, calib_data=calib_data, calib_samples=calib_samples,
-            calib_batch=calib_batch, progress=progress,
+            tolerance=tolerance, samples=samples, reference_outputs=reference_outputs,
+            batch=batch, seed=seed, force=force, checkpoint_sha256=sha, calib_data=calib_data,
+            calib_samples=calib_samples, calib_batch=calib_batch, progress=progress,
             warn=lambda message: _warn(progress, message))
     click.echo(format_run(result), err=as_json)
     if as_json:

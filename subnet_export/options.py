@@ -18,7 +18,7 @@ from .signature import InputSpec, as_specs, parse_input, parse_shape
 
 __all__ = ["EXIT_HELP", "INPUT_HELP", "SEED", "SUPERNET_HELP", "debug_option", "default_specs",
            "input_specs", "output_names", "providers", "require_file",
-           "strategy_option", "tolerance_options"]
+           "samples_options", "strategy_option", "tolerance_options"]
 
 SUPERNET_HELP = ("SUPERNET is path/to/file.py:factory or package.module:factory; the factory "
                  "returns a supernet or a search space. It runs that code.")
@@ -46,6 +46,18 @@ def tolerance_options(f):
     ]):
         f = option(f)
     return f
+
+
+def samples_options(f):
+    """``--samples`` and ``--reference-outputs``: user inputs, and a framework's own outputs."""
+    f = click.option(
+        "--reference-outputs", type=click.Path(dir_okay=False), default=None,
+        metavar="FILE.npz",
+        help="Inputs and the outputs the original framework's supernet (OFA, NNI, ...) "
+             "computed for this arch (keys input/input_K and output/output_K or "
+             "output:NAME); judged as the backend 'external' (docs/parity.md).")(f)
+    return click.option("--samples", type=click.Path(dir_okay=False),
+                        help="User inputs (.npz) to check.")(f)
 
 
 def strategy_option(f):

@@ -23,6 +23,7 @@ from .bundle.samples import sample_key
 from .bundle.write import write_bundle
 from .errors import InputError
 from .export.exporter import export_onnx
+from .parity.external import external_parity, read_reference_outputs
 from .parity.inputs import example_inputs_for
 from .parity.report import ParityReport
 from .parity.rule import Tolerance
@@ -92,6 +93,7 @@ def export_subnet(
     providers: Sequence[str] | None = None,
     tolerance: Tolerance | None = None,
     samples: str | Path | None = None,
+    reference_outputs: str | Path | None = None,
     batch: int | None = None,
     seed: int = 0,
     force: bool = False,
@@ -123,6 +125,9 @@ def export_subnet(
         providers: onnxruntime providers to validate on (default: CPU, and CUDA when there).
         tolerance: one tolerance for every backend (None: the noise rule, ``parity/rule.py``).
         samples: an ``.npz`` of user inputs, validated as one more input set.
+        reference_outputs: an ``.npz`` of inputs and the outputs the original framework's
+            supernet computed for this arch, judged as the backend ``external`` (its keys are
+            read before any work); the manifest's ``extra["external_parity"]`` records it.
         batch: the larger batch size checked besides batch 1 (None: the inputs' own batch
             when it is not 1, else 8).
         seed: seed of the random inputs.
@@ -148,6 +153,8 @@ def export_subnet(
     specs = _specs(input_shapes, inputs, dynamic_axes)
     batch = choose_batch(specs, batch)
     check_input_memory(specs, batch)
+    recorded = None if reference_outputs is None else read_reference_outputs(
+        reference_outputs, input_names=resolve_names(specs), n_inputs=len(specs))
     run = _Run(progress, warn)
     with work_directory(out_dir, force=force, marker=MANIFEST_NAME) as work:
         supernet.eval()
@@ -174,7 +181,7 @@ def export_subnet(
             supernet, frozen, plain, exported, example_inputs=examples,
             batch_sizes=(1, batch) if batch != 1 else (1,), seed=seed, samples=samples,
             tolerances=tolerance, providers=providers, module_labels=built.labels,
-            specs=specs))
+            specs=specs, reference_outputs=recorded))
         counts = parameter_counts(plain, exported.unused)
         manifest = run.stage("bundle", lambda: write_bundle(
             out_dir, model_path=exported.path, arch=frozen, parity=report.to_dict(),
@@ -185,6 +192,7 @@ def export_subnet(
                    "arch_as_given": frozen.source,
                    "unused_parameters": list(exported.unused),
                    "bn_recalibration": calibration.to_json() if calibration else None,
+                   "external_parity": external_parity(report, recorded),
                    **_samples_tolerance(report, tolerance)}))
     return RunResult(Path(out_dir), frozen, report, manifest, counts[0], run.timings,
                      run.nonfinite, unused_parameter_count=counts[1])

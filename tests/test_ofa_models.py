@@ -317,3 +317,30 @@ def test_cli_exports_an_ofa_checkpoint_and_arch_unchanged(tmp_path):
     session = ort.InferenceSession(str(out / "model.onnx"), providers=["CPUExecutionProvider"])
     (got,) = session.run(None, {"input": x.numpy()})
     assert_within_noise(torch.from_numpy(got), sub_out, sub64, what="bundle vs OFA")
+
+
+# -- OFA's recorded outputs as the reference (--reference-outputs) ------------------------------
+def test_ofa_recorded_outputs_pass_as_external_and_a_changed_ofa_fails(tmp_path):
+    import numpy as np
+
+    ofa, ours = pair("w10")
+    given = ofa_arch("mixed")
+    arch = se.freeze(ours, ofa_arch_to_labels(given))
+    plain = se.materialize(ours, arch).eval()
+    result = se.export_onnx(plain, image_like(1, 96), tmp_path / "ofa.onnx",
+                            exporter="torchscript", arch=arch)
+    x = image_like(2, 96, seed=9)
+    ofa.set_active_subnet(**given)
+    with torch.no_grad():
+        np.savez(tmp_path / "ref.npz", input=x.numpy(), output=ofa(x).numpy())
+        bn = next(m for m in ofa.modules() if isinstance(m, nn.BatchNorm2d))
+        bn.eps, eps = 1e-3, bn.eps  # a slightly different framework
+        changed = {"input": x.numpy(), "output": ofa(x).numpy()}
+        bn.eps = eps
+    kw = dict(example_inputs=image_like(1, 96), batch_sizes=(1,),
+              providers=["CPUExecutionProvider"], locate=False)
+    report = se.validate(ours, arch, plain, result, reference_outputs=tmp_path / "ref.npz", **kw)
+    assert report.passed and report.backend("external").status == "passed", report.format_table()
+    report = se.validate(ours, arch, plain, result, reference_outputs=changed, **kw)
+    assert report.backend("external").status == "failed" and not report.passed
+    assert report.backend("ort-cpu").status == "passed"

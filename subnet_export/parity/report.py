@@ -23,9 +23,12 @@ from .rule import (
     noise_check,
 )
 
-__all__ = ["SCHEMA_VERSION", "BackendResult", "Divergence", "ParityReport", "SetArrays"]
+__all__ = ["EXTERNAL_BACKEND", "SCHEMA_VERSION", "BackendResult", "Divergence", "ParityReport",
+           "SetArrays"]
 
 SCHEMA_VERSION = 2
+#: The backend of outputs another implementation recorded (``external.py``).
+EXTERNAL_BACKEND = "external"
 
 
 @dataclass(frozen=True)
@@ -254,6 +257,8 @@ class ParityReport:
                 notes = [f"{c.inputs}: {c.reason}" for c in mine if not c.passed]
                 if check is not None and not check.passed:
                     notes.insert(0, f"over x{check.factor:g}")
+                if notes and b.name == EXTERNAL_BACKEND:
+                    notes.insert(0, "the recorded outputs disagree with our supernet path")
                 rows.append((b.name, "FAILED" if notes else "passed", name,
                              f"{max(c.max_abs_error for c in mine):.2e}",
                              "-" if check is None else f"{check.ratio:.2f}",

@@ -55,6 +55,8 @@ DEFAULT_NOISE_FACTORS: dict[str, float] = {
     "ort-cpu": DEFAULT_NOISE_FACTOR,
     "torch-cuda": 4 * DEFAULT_NOISE_FACTOR,
     "ort-cuda": 4 * DEFAULT_NOISE_FACTOR,
+    # outputs the user's framework recorded, on CPU or with TF32 off (docs/parity.md)
+    "external": DEFAULT_NOISE_FACTOR,
 }
 
 

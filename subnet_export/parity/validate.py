@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import dataclasses
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,9 +28,11 @@ from ..export.graph import input_names
 from ..plain.materialize import module_labels as module_labels_of
 from ..signature import InputSpec
 from ..version import __version__
-from .backends import Judge, Oracle, ort_backend, reference_outputs, torch_backends
+from .backends import Judge, Oracle, ort_backend, torch_backends
+from .backends import reference_outputs as run_reference
+from .external import EXTERNAL_SET, RecordedOutputs, read_reference_outputs
 from .inputs import InputSet, make_inputs
-from .report import BackendResult, ParityReport, SetArrays
+from .report import EXTERNAL_BACKEND, BackendResult, ParityReport, SetArrays
 from .rule import Tolerance, tolerance_for
 
 __all__ = ["DEFAULT_PROVIDERS", "validate"]
@@ -53,6 +56,7 @@ def validate(
     module_labels: Mapping[str, Sequence[str]] | None = None,
     tf32: bool = False,
     specs: Sequence[InputSpec] | None = None,
+    reference_outputs: str | Path | Mapping[str, np.ndarray] | RecordedOutputs | None = None,
 ) -> ParityReport:
     """Check that the plain model and the ONNX file compute what the supernet path computes.
 
@@ -77,13 +81,18 @@ def validate(
         tf32: allow TF32 on the CUDA backends (off by default; the report records it).
         specs: one :class:`~subnet_export.signature.InputSpec` per input: value ranges of the
             random inputs, and dynamic axes, each checked at a second size too.
+        reference_outputs: an ``.npz`` (or mapping) of inputs and the outputs the original
+            framework's supernet computed for this arch (keys: ``parity/external.py``). Its
+            inputs are one more input set, ``reference-outputs``, and its outputs one more
+            candidate, the backend ``external``, judged against our float64 oracle there.
 
     Returns:
         The :class:`ParityReport`; ``report.passed`` is the verdict. ``report.arrays`` holds the
         inputs, reference and oracle outputs of every input set (not serialized).
 
     Raises:
-        InputError: the ONNX file or the samples cannot be read.
+        InputError: the ONNX file, the samples or the reference outputs cannot be read, or
+            the reference outputs do not fit the model.
         ArchError: the arch is not valid for the supernet.
     """
     path, in_names, out_names = _graph_names(onnx_path)
@@ -91,23 +100,46 @@ def validate(
         arch = freeze(supernet, arch)
     sets = make_inputs(example_inputs, batch_sizes=batch_sizes, seed=seed, samples=samples,
                        input_names=in_names, specs=specs)
+    recorded = None
+    if reference_outputs is not None:
+        recorded = read_reference_outputs(reference_outputs, input_names=in_names,
+                                          n_inputs=len(sets[0].tensors))
+        sets.append(recorded.input_set(sets[0].tensors))
     plain.eval()
-    refs = [reference_outputs(supernet, arch, plain, s.tensors) for s in sets]
+    refs = [run_reference(supernet, arch, plain, s.tensors) for s in sets]
     oracle = Oracle.build(supernet, arch, plain, sets)
     judge = Judge([s.label for s in sets], refs, oracle.outputs, list(out_names), tolerances)
     backends = torch_backends(plain, sets, judge, tf32)
     backends += [ort_backend(p, path, in_names, sets, judge, tf32)
                  for p in providers or DEFAULT_PROVIDERS]
+    if recorded is not None:
+        backends.append(_external(recorded, judge, list(out_names)))
     report = ParityReport(reference="plain" if supernet is None else "supernet",
                           backends=backends, inputs=[s.describe() for s in sets],
                           oracle=oracle.kind, tool_version=__version__)
     report.arrays = [SetArrays(s.label, tuple(t.numpy() for t in s.tensors), r, o)
                      for s, r, o in zip(sets, refs, oracle.outputs or [None] * len(sets))]
-    failed = next((b for b in backends if b.status == "failed"), None)
+    # the recorded outputs come from outside: no module of ours to blame for them
+    failed = next((b for b in backends if b.status == "failed"
+                   and b.name != EXTERNAL_BACKEND), None)
     if locate and failed is not None:
         report.divergence = _locate(failed, supernet, arch, plain, path, sets, tolerances,
                                     module_labels, oracle)
     return report
+
+
+def _external(recorded: RecordedOutputs, judge: Judge, out_names: list[str]) -> BackendResult:
+    """The recorded outputs judged as one more candidate, on their own input set only."""
+    k = judge.set_labels.index(EXTERNAL_SET)
+    outputs = recorded.arrays_for(out_names, judge.references[k])
+    one = Judge([EXTERNAL_SET], [judge.references[k]],
+                None if judge.oracles is None else [judge.oracles[k]], out_names,
+                judge.tolerances)
+    result = one(EXTERNAL_BACKEND, [outputs])
+    if result.status != "failed":
+        return result
+    return dataclasses.replace(result, reason="the recorded outputs disagree with our supernet "
+                               f"path (a reimplementation of the framework's): {result.reason}")
 
 
 def _graph_names(onnx_path: str | Path | ExportResult
