@@ -1,4 +1,4 @@
-"""What a search space is written with: placeholders that record their arguments.
+"""What a search space is written with: layer placeholders that record their arguments.
 
 ``se.Conv2d(3, se.Choice([16, 24], label="w"), 3)`` holds no weights; :func:`se.to_supernet`
 replaces it by the supernet module of the chosen strategy (or by the plain torch module when no
@@ -7,28 +7,22 @@ argument is a choice). Signatures mirror ``torch.nn`` so a space reads like a mo
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 from torch import nn
 
 from ..errors import SearchSpaceError
 from ..plain.modules import LearnedTensor
-from .choice import Choice, ChoiceExpr, is_choice, leaves
+from .choice import ChoiceExpr, is_choice, leaves
 
 __all__ = [
     "BatchNorm2d",
     "Conv2d",
-    "EdgeChoice",
-    "InputChoice",
-    "LayerChoice",
     "LayerNorm",
     "Linear",
     "MultiheadAttention",
     "Parameter",
     "Placeholder",
-    "Repeat",
 ]
 
 
@@ -145,136 +139,3 @@ class Parameter(Placeholder):
                 raise SearchSpaceError(
                     f"Parameter sizes must be positive ints or choices, got {shape}")
         super().__init__(shape=tuple(shape), std=std)
-
-
-class LayerChoice(Placeholder):
-    """Choose one module among candidates; the arch value is the candidate's key.
-
-    Args:
-        candidates: a dict ``{key: module}`` or a list (keys ``"0"``, ``"1"``, ...).
-        label: the arch label; defaults to the module's path in the space.
-    """
-
-    def __init__(self, candidates: Mapping[str, nn.Module] | Sequence[nn.Module],
-                 label: str | None = None) -> None:
-        super().__init__()
-        items = (list(candidates.items()) if isinstance(candidates, Mapping)
-                 else [(str(i), m) for i, m in enumerate(candidates)])
-        if not items:
-            raise SearchSpaceError(f"LayerChoice {label!r} has no candidates")
-        for key, module in items:
-            if not isinstance(key, str) or not key or "." in key:
-                raise SearchSpaceError(
-                    f"LayerChoice {label!r}: candidate key {key!r} must be a non-empty string "
-                    "without '.'")
-            if not isinstance(module, nn.Module):
-                raise SearchSpaceError(
-                    f"LayerChoice {label!r}: candidate {key!r} is not an nn.Module")
-            self.add_module(key, module)
-        self.label = label
-
-    def is_elastic(self) -> bool:
-        return True
-
-
-class InputChoice(Placeholder):
-    """Choose ``n_chosen`` of ``n_candidates`` inputs and reduce them.
-
-    Called with a list of tensors. ``reduction``: ``"sum"``, ``"mean"`` or ``"concat"``
-    (along dim 1). The arch value is the sorted list of chosen indices.
-    """
-
-    REDUCTIONS = ("sum", "mean", "concat")
-
-    def __init__(self, n_candidates: int, n_chosen: int = 1, reduction: str = "sum",
-                 label: str | None = None) -> None:
-        super().__init__()
-        if reduction not in self.REDUCTIONS:
-            raise SearchSpaceError(
-                f"InputChoice {label!r}: reduction {reduction!r} is not one of {self.REDUCTIONS}")
-        if not 1 <= n_chosen <= n_candidates:
-            raise SearchSpaceError(
-                f"InputChoice {label!r}: need 1 <= n_chosen <= n_candidates, "
-                f"got {n_chosen} of {n_candidates}")
-        self.n_candidates, self.n_chosen, self.reduction = n_candidates, n_chosen, reduction
-        self.label = label
-
-    def is_elastic(self) -> bool:
-        return True
-
-
-class EdgeChoice(Placeholder):
-    """Choose ``n_chosen`` of a node's incoming edges; edge ``j`` applies ``ops[j]`` to input ``j``.
-
-    Called with the list of the node's inputs (at least ``len(ops)``); returns the sum of the
-    chosen edges' outputs. Unlike an ``InputChoice`` after per-edge ops, the plain model holds
-    only the chosen edges' ops, so no dead branch (or its weights) reaches the export. The arch
-    value is the sorted list of chosen edge indices, as for an input choice.
-
-    Args:
-        ops: one module per incoming edge (often a ``LayerChoice`` of candidate ops).
-        n_chosen: how many edges an arch keeps.
-        label: the arch label; defaults to the module's path in the space.
-    """
-
-    def __init__(self, ops: Sequence[nn.Module], n_chosen: int = 1,
-                 label: str | None = None) -> None:
-        super().__init__()
-        ops = list(ops)
-        if not all(isinstance(op, nn.Module) for op in ops):
-            raise SearchSpaceError(f"EdgeChoice {label!r}: every edge op must be an nn.Module")
-        if not 1 <= n_chosen <= len(ops):
-            raise SearchSpaceError(
-                f"EdgeChoice {label!r}: need 1 <= n_chosen <= number of edges, "
-                f"got {n_chosen} of {len(ops)}")
-        for j, op in enumerate(ops):
-            self.add_module(str(j), op)
-        self.n_chosen, self.label = n_chosen, label
-
-    def is_elastic(self) -> bool:
-        return True
-
-
-class Repeat(Placeholder):
-    """Blocks repeated an elastic number of times; a depth ``d`` keeps the first ``d`` blocks.
-
-    Args:
-        blocks: a factory ``fn(index) -> module``, a list of modules, or one module (deep-copied).
-        depth: an int or a ``Choice`` of ints (its label is the arch label of the depth). The
-            same Choice may also appear in expressions elsewhere (a stage that can vanish
-            changes the next stage's input width); the label stays a depth. A list of them
-            makes consecutive stages of one flat block list (Once-for-All's ``blocks.N``):
-            stage ``s`` holds the next ``max(depth[s])`` blocks and keeps its first ``d``.
-    """
-
-    def __init__(self, blocks: Callable[[int], nn.Module] | Sequence[nn.Module] | nn.Module,
-                 depth: int | Choice | Sequence[int | Choice]) -> None:
-        super().__init__()
-        stages = list(depth) if isinstance(depth, (list, tuple)) else [depth]
-        if not stages:
-            raise SearchSpaceError("Repeat needs at least one depth")
-        max_depth = 0
-        for d in stages:
-            if is_choice(d) and not isinstance(d, Choice):
-                raise SearchSpaceError("Repeat depth must be an int or a Choice, not an expression")
-            candidates = d.candidates if isinstance(d, Choice) else (d,)
-            if not all(type(c) is int and c >= 0 for c in candidates):
-                raise SearchSpaceError(
-                    f"Repeat depth candidates must be ints >= 0, got {candidates}")
-            max_depth += max(candidates)
-        if isinstance(blocks, nn.Module):
-            modules = [blocks] + [copy.deepcopy(blocks) for _ in range(max_depth - 1)]
-        elif callable(blocks):
-            modules = [blocks(i) for i in range(max_depth)]
-        else:
-            modules = list(blocks)
-        if len(modules) < max_depth:
-            raise SearchSpaceError(
-                f"Repeat has {len(modules)} blocks but the depth can be {max_depth}")
-        for i, module in enumerate(modules[:max_depth]):
-            self.add_module(str(i), module)
-        self.depth = depth
-
-    def is_elastic(self) -> bool:
-        stages = self.depth if isinstance(self.depth, (list, tuple)) else [self.depth]
-        return any(isinstance(d, Choice) for d in stages)

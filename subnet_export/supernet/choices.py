@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..plain.modules import ChosenEdges, SelectInputs, reduce_inputs, sum_terms
-from ..space import placeholders as ph
+from ..space import containers as ph
 from ..space.choice import Choice
 from ..space.spec import ParameterSpec
 from .base import BaseSuperNetModule, DifferentiableMixin

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from torch import nn
 
 from ..errors import SearchSpaceError
+from ..space import containers
 from ..space import placeholders as ph
 from .attention import ElasticMultiheadAttention
 from .attrs import record_choice_attributes
@@ -77,6 +78,6 @@ def _mutate(module: nn.Module, name: str, memo: dict, hooks, kwargs) -> nn.Modul
         raise SearchSpaceError(
             f"no supernet module accepts {type(module).__name__} at {name or '<root>'!r} "
             f"with arguments {module.extra_repr()}")
-    if isinstance(module, ph.Repeat):
+    if isinstance(module, containers.Repeat):
         return nn.Sequential(*module.children())
     return module.to_plain()
