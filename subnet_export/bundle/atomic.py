@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
+import hashlib
 import os
 import re
 import shutil
@@ -31,30 +32,44 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from ..errors import InputError
+from .hashing import FileDigest
 
 __all__ = ["atomic_directory", "check_destination", "check_writable", "clean_stale", "copy_file",
            "work_directory", "write_file"]
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
+_CHUNK = 1 << 20
 _UNSUPPORTED = {errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EXDEV}
 
 
-def write_file(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` and fsync it."""
+def write_file(path: Path, data: bytes) -> FileDigest:
+    """Write ``data`` to ``path`` and fsync it; return the digest of what was written."""
     with open(path, "wb") as f:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
+    return FileDigest(size=len(data), sha256=hashlib.sha256(data).hexdigest())
 
 
-def copy_file(src: Path, dst: Path) -> None:
-    """Copy ``src`` to ``dst`` (contents only, not mode or times) and fsync the copy."""
+def copy_file(src: Path, dst: Path) -> FileDigest:
+    """Copy ``src`` to ``dst`` (contents only, not mode or times) and fsync the copy.
+
+    Returns:
+        The size and sha256 of the bytes copied, hashed as they pass, so a caller that
+        records the copy's digest need not read it back.
+    """
     dst.parent.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    size = 0
     with open(src, "rb") as fi, open(dst, "wb") as fo:
-        shutil.copyfileobj(fi, fo, 1 << 20)
+        while chunk := fi.read(_CHUNK):
+            h.update(chunk)
+            fo.write(chunk)
+            size += len(chunk)
         fo.flush()
         os.fsync(fo.fileno())
+    return FileDigest(size=size, sha256=h.hexdigest())
 
 
 def _fsync_dir(path: Path) -> None:

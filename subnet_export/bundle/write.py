@@ -238,13 +238,16 @@ def write_bundle(
     _json_bytes(rest, "extra")
 
     with atomic_directory(out_dir, force=force, marker=MANIFEST_NAME) as work:
-        copy_file(model_path, work / MODEL_NAME)
+        # digests of what this writes are taken from the bytes as they are written; every
+        # other entry the listing finds (the samples' zip) is hashed from disk
+        written = {MODEL_NAME: copy_file(model_path, work / MODEL_NAME)}
         for loc in graph.external_data:
-            copy_file(model_path.parent / loc, work / loc)
-        write_file(work / ARCH_NAME, arch_bytes)
-        write_file(work / PARITY_NAME, parity_bytes)
+            written[loc] = copy_file(model_path.parent / loc, work / loc)
+        written[ARCH_NAME] = write_file(work / ARCH_NAME, arch_bytes)
+        written[PARITY_NAME] = write_file(work / PARITY_NAME, parity_bytes)
         write_samples(work / SAMPLES_NAME, samples)
-        files = {rel: digest_file(work / rel).to_json() for rel in list_files(work)}
+        files = {rel: (written.get(rel) or digest_file(work / rel)).to_json()
+                 for rel in list_files(work)}
         manifest = BundleManifest(
             tool_version=__version__,
             versions=_versions(),

@@ -177,11 +177,10 @@ def export_onnx(
     try:
         raw = tmpdir / "raw.onnx"
         axes = _axes(inputs, in_names, dynamic_batch, dynamic_axes)
-        step("trace", lambda: trace(plain, inputs, raw, exporter, opset, axes,
-                                    in_names, out_names))
-        # Weights stay in the exporter's data file until the end: the graph is edited without
-        # them, so no step holds the whole model as protobuf twice.
-        model = step("load", lambda: onnx.load(str(raw), load_external_data=False))
+        # Weights stay in the exporter's data file until the end: the graph, read once by the
+        # trace's own checks, is edited without them, so no step holds the model twice.
+        model = step("trace", lambda: trace(plain, inputs, raw, exporter, opset, axes,
+                                            in_names, out_names))
         strip_zero_conv_bias(model)
         name_nodes_by_module(model)
         normalise(model, props)

@@ -37,7 +37,7 @@ __all__ = ["trace"]
 
 def trace(plain: nn.Module, inputs: tuple[torch.Tensor, ...], raw: Path, exporter: str,
           opset: int | None, dynamic_axes: DynamicAxes | bool | None,
-          in_names: tuple[str, ...], out_names: tuple[str, ...]) -> None:
+          in_names: tuple[str, ...], out_names: tuple[str, ...]) -> onnx.ModelProto:
     """Write the raw export of ``plain`` on ``inputs`` to ``raw`` (weights in a data file).
 
     Args:
@@ -54,6 +54,10 @@ def trace(plain: nn.Module, inputs: tuple[torch.Tensor, ...], raw: Path, exporte
             ``(seq//2)``...).
         in_names: graph input names.
         out_names: graph output names.
+
+    Returns:
+        The raw model as checked here, read once without its weights (they stay in the data
+        file beside ``raw``), for the caller to edit and save.
 
     Raises:
         InputError: an opset the exporter cannot write, or dynamic axes that do not fit the
@@ -83,7 +87,9 @@ def trace(plain: nn.Module, inputs: tuple[torch.Tensor, ...], raw: Path, exporte
         err.details = captured.text + getattr(err, "details", "")  # type: ignore[attr-defined]
         err.category = found[-1].category if found else "other"  # type: ignore[attr-defined]
         raise
-    _verify(onnx.load(str(raw), load_external_data=False), exporter, opset, axes, captured.text)
+    model = step("load", lambda: onnx.load(str(raw), load_external_data=False))
+    _verify(model, exporter, opset, axes, captured.text)
+    return model
 
 
 def _export(plain: nn.Module, inputs: tuple[torch.Tensor, ...], raw: Path, exporter: str,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import copy
 from collections.abc import Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,8 @@ from .inputs import InputSet
 from .report import BackendResult
 from .rule import Tolerance, tolerance_for
 
-__all__ = ["Judge", "Oracle", "ort_backend", "reference_outputs", "run_torch", "torch_backends"]
+__all__ = ["Judge", "Oracle", "ort_backend", "reference_outputs", "reference_runs",
+           "run_float64", "run_torch", "torch_backends"]
 
 
 def run_torch(model: nn.Module, tensors: Sequence[torch.Tensor], device: str = "cpu",
@@ -81,42 +82,96 @@ class Judge:
 
 @dataclass
 class Oracle:
-    """The reference run in float64 on CPU: its outputs per input set, and the model itself."""
+    """The reference run in float64 on CPU: its outputs per input set.
+
+    The float64 run does not copy the module: it is called with float64 copies of its floating
+    parameters and buffers (:func:`run_float64`), so a supernet's candidates are converted but
+    never duplicated as modules. Locating a failure needs a float64 module of its own;
+    :meth:`model` makes that copy on first use.
+    """
 
     kind: str
     outputs: list[list[np.ndarray]] | None
-    model: nn.Module | None = None
+    source: nn.Module | None = None
+    arch: Mapping[str, Any] | None = None
+    _copy: nn.Module | None = field(default=None, repr=False, compare=False)
 
     @classmethod
     def build(cls, supernet: nn.Module | None, arch: Mapping[str, Any] | None, plain: nn.Module,
               sets: list[InputSet]) -> Oracle:
-        # A copy, so the caller's module keeps its dtype and storage sharing whatever happens.
         source, kind = (plain, "plain-float64") if supernet is None else (supernet,
                                                                           "supernet-float64")
+        path = None if supernet is None else arch
         try:
-            model = copy.deepcopy(source).to("cpu").double().eval()
-            with fixed_arch(model, arch) if supernet is not None else contextlib.nullcontext():
-                outputs = [run_torch(model, s.tensors, dtype=torch.float64) for s in sets]
+            outputs = run_float64(source, path, [s.tensors for s in sets])
         except Exception as exc:  # noqa: BLE001 - a model that cannot run in float64: say why
             return cls(f"none: the reference does not run in float64 "
                        f"({type(exc).__name__}: {exc})", None)
-        return cls(kind, outputs, model)
+        return cls(kind, outputs, source, path)
+
+    def model(self) -> nn.Module | None:
+        """A float64 CPU copy of the reference module in eval mode (None without an oracle).
+
+        A copy, so the caller's module keeps its dtype and storage sharing whatever happens.
+        """
+        if self.outputs is None or self.source is None:
+            return None
+        if self._copy is None:
+            self._copy = copy.deepcopy(self.source).to("cpu").double().eval()
+        return self._copy
+
+
+def run_float64(model: nn.Module, arch: Mapping[str, Any] | None,
+                inputs: Sequence[Sequence[torch.Tensor]]) -> list[list[np.ndarray]]:
+    """``model`` in float64 on CPU, eval mode, arch fixed when given, on each input tuple.
+
+    The module is called through ``torch.func.functional_call`` with float64 CPU copies of
+    its floating parameters and buffers: it computes what ``copy.deepcopy(model).double()``
+    computes, bit for bit, without copying the module. Its own tensors, dtype and training
+    flags are as before afterwards, whatever happens.
+    """
+    state = {name: t.detach().to("cpu", torch.float64)
+             for name, t in (*model.named_parameters(), *model.named_buffers())
+             if t.is_floating_point()}
+    with _eval(model), fixed_arch(model, arch) if arch is not None else contextlib.nullcontext():
+        return [_numpy(torch.func.functional_call(
+            model, state, tuple(t.to("cpu", torch.float64) if t.is_floating_point()
+                                else t.to("cpu") for t in tensors)))
+            for tensors in inputs]
+
+
+def _numpy(out: Any) -> list[np.ndarray]:
+    outs = [out] if isinstance(out, torch.Tensor) else list(out)
+    return [o.detach().cpu().numpy() for o in outs]
+
+
+@contextlib.contextmanager
+def _eval(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no grad for a run; the caller's training flags are restored afterwards."""
+    flags = [(m, m.training) for m in model.modules()]
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        for module, training in flags:
+            module.training = training
 
 
 def reference_outputs(supernet: nn.Module | None, arch: Mapping[str, Any] | None, plain: nn.Module,
                       tensors: Sequence[torch.Tensor]) -> list[np.ndarray]:
     """The reference's outputs: the supernet path of ``arch`` in eval mode, or ``plain``."""
+    return reference_runs(supernet, arch, plain, [tensors])[0]
+
+
+def reference_runs(supernet: nn.Module | None, arch: Mapping[str, Any] | None, plain: nn.Module,
+                   inputs: Sequence[Sequence[torch.Tensor]]) -> list[list[np.ndarray]]:
+    """:func:`reference_outputs` on each input tuple, the path fixed once for all of them."""
     if supernet is None:
-        return run_torch(plain, tensors)
+        return [run_torch(plain, tensors) for tensors in inputs]
     # parity is an eval-mode property; the caller's training flags are restored afterwards
-    flags = [(m, m.training) for m in supernet.modules()]
-    supernet.eval()
-    try:
-        with fixed_arch(supernet, arch):
-            return run_torch(supernet, tensors)
-    finally:
-        for module, training in flags:
-            module.training = training
+    with _eval(supernet), fixed_arch(supernet, arch):
+        return [run_torch(supernet, tensors) for tensors in inputs]
 
 
 def torch_backends(plain: nn.Module, sets: list[InputSet], judge: Judge,

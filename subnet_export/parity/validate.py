@@ -2,9 +2,10 @@
 
 Reference: the supernet with the arch fixed (or the plain model when no supernet is given).
 Candidates (``backends.py``): plain torch on CPU, onnxruntime CPU, and, where CUDA is there,
-plain torch on CUDA and onnxruntime CUDA, both with TF32 off. Oracle: a float64 copy of the
-reference, run on CPU on the same inputs; its distance to the float32 reference is the noise
-floor every candidate's error is counted in (``rule.py``). See docs/parity.md.
+plain torch on CUDA and onnxruntime CUDA, both with TF32 off. Oracle: the reference rerun in
+float64 on CPU on the same inputs (its weights cast, the module not copied); its distance to
+the float32 reference is the noise floor every candidate's error is counted in (``rule.py``).
+See docs/parity.md.
 """
 
 from __future__ import annotations
@@ -28,8 +29,7 @@ from ..export.graph import input_names
 from ..plain.materialize import module_labels as module_labels_of
 from ..signature import InputSpec
 from ..version import __version__
-from .backends import Judge, Oracle, ort_backend, torch_backends
-from .backends import reference_outputs as run_reference
+from .backends import Judge, Oracle, ort_backend, reference_runs, torch_backends
 from .external import EXTERNAL_SET, RecordedOutputs, read_reference_outputs
 from .inputs import InputSet, make_inputs
 from .report import EXTERNAL_BACKEND, BackendResult, ParityReport, SetArrays
@@ -106,7 +106,7 @@ def validate(
                                           n_inputs=len(sets[0].tensors))
         sets.append(recorded.input_set(sets[0].tensors))
     plain.eval()
-    refs = [run_reference(supernet, arch, plain, s.tensors) for s in sets]
+    refs = reference_runs(supernet, arch, plain, [s.tensors for s in sets])
     oracle = Oracle.build(supernet, arch, plain, sets)
     judge = Judge([s.label for s in sets], refs, oracle.outputs, list(out_names), tolerances)
     backends = torch_backends(plain, sets, judge, tf32)
@@ -176,14 +176,15 @@ def _locate(failed: BackendResult, supernet: nn.Module | None, arch: Any, plain:
     tol = tolerance_for(failed.name, tolerances)
     try:
         if failed.name.startswith("torch-") and supernet is not None:
+            model64 = oracle.model()
             with fixed_arch(supernet, arch):
-                if oracle.model is None:
+                if model64 is None:
                     return locate_torch_divergence(supernet, plain, tensors, tolerance=tol,
                                                    module_labels=module_labels)
-                with fixed_arch(oracle.model, arch):
+                with fixed_arch(model64, arch):
                     return locate_torch_divergence(supernet, plain, tensors, tolerance=tol,
                                                    module_labels=module_labels,
-                                                   oracle=oracle.model)
+                                                   oracle=model64)
         plain64 = None if oracle.outputs is None else copy.deepcopy(plain).double().eval()
         return locate_divergence(plain, onnx_path, tensors, tolerance=tol,
                                  module_labels=module_labels, oracle=plain64)
