@@ -1,10 +1,11 @@
-"""Once-for-All's supernets, ``mobilenetv3_w10``, ``_w12``, ``proxyless_w13``.
+"""Once-for-All's supernets, ``mobilenetv3_w10``, ``_w12``, ``proxyless_w13`` and ``resnet50``.
 
 The spaces of ``OFAMobileNetV3(ks_list=[3, 5, 7], expand_ratio_list=[3, 4, 6],
 depth_list=[2, 3, 4], width_mult=1.0 or 1.2)`` and of ``OFAProxylessNASNets`` with the same
 lists and ``width_mult=1.3``, written with our layers but with OFA's module names, so that
 ``state_dict()`` has exactly its keys, shapes and BatchNorm settings and its checkpoints
-(``torch.load(path)["state_dict"]``) load strictly, unmapped.
+(``torch.load(path)["state_dict"]``) load strictly, unmapped. ``resnet50`` (OFA's
+``OFAResNets``) is in models/ofa_resnet.py and re-exported here.
 
 MobileNetV3 (BatchNorm eps 1e-5, momentum 0.1): ``first_conv`` (3x3 stride 2, BN, hardswish);
 ``blocks``: ``blocks.0`` a fixed 3x3 depthwise block without expansion, then five stages of
@@ -22,152 +23,88 @@ no squeeze-excite): ``first_conv`` (3x3 stride 2, BN, ReLU6), ``blocks.0`` fixed
 
 The wrappers OFA puts around its dynamic layers (``...conv.conv.weight``, ``...bn.bn.weight``)
 are single-child containers here; the depthwise kernels use OFA's learnt kernel transforms in
-its layout (``se.Conv2d(..., kernel_transform="ofa")``).
+its layout (``se.Conv2d(..., kernel_transform="ofa")``). The spaces themselves are in
+models/_ofa_blocks.py; their ``translate_state_dict`` renames the keys of older OFA checkpoints
+(``.mobile_inverted_conv.``).
 
 Labels follow OFA's arch dict ``{"ks": [...], "e": [...], "d": [...]}``: ``ks.{j}`` and
 ``e.{j}`` for block slot ``j`` (``blocks.{j + 1}``), ``d.{s}`` for each stage ``s`` of four
 slots; :func:`ofa_arch_to_labels` and :func:`labels_to_ofa_arch` translate, given the
-network's :class:`Layout` (:data:`MOBILENETV3` or :data:`PROXYLESS`).
+network's :class:`Layout` (:data:`MOBILENETV3` or :data:`PROXYLESS`), and
+:func:`config_to_ofa_arch` reads the ``net.config`` of an extracted subnet.
 """
 
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import torch
 from torch import nn
 
-import subnet_export as se
 from subnet_export.errors import ArchError
 
 try:  # part of the `models` package, or loaded by path with the siblings on sys.path
     from ._init import seeded_supernet
-    from ._layers import make_divisible
-    from ._ofa_blocks import MBConv, ResidualBlock, elastic_stages, seq
+    from ._ofa_blocks import (
+        DEPTHS,
+        EXPAND_RATIOS,
+        KERNELS,
+        MBV3_STAGES,
+        MOBILENETV3,
+        PROXYLESS,
+        PROXYLESS_STAGES,
+        Layout,
+        OFAMobileNetV3Space,
+        OFAProxylessSpace,
+        stage_widths,
+    )
+    from .ofa_resnet import resnet50
 except ImportError:  # pragma: no cover - exercised through the CLI
     from _init import seeded_supernet
-    from _layers import make_divisible
-    from _ofa_blocks import MBConv, ResidualBlock, elastic_stages, seq
+    from _ofa_blocks import (
+        DEPTHS,
+        EXPAND_RATIOS,
+        KERNELS,
+        MBV3_STAGES,
+        MOBILENETV3,
+        PROXYLESS,
+        PROXYLESS_STAGES,
+        Layout,
+        OFAMobileNetV3Space,
+        OFAProxylessSpace,
+        stage_widths,
+    )
+    from ofa_resnet import resnet50
 
 __all__ = ["MOBILENETV3", "PROXYLESS", "Layout", "OFAMobileNetV3Space", "OFAProxylessSpace",
-           "labels_to_ofa_arch", "mobilenetv3_w10", "mobilenetv3_w12", "ofa_arch_to_labels",
-           "proxyless_w13", "translate_arch"]
+           "config_to_ofa_arch", "labels_to_ofa_arch", "mobilenetv3_w10", "mobilenetv3_w12",
+           "ofa_arch_to_labels", "proxyless_w13", "resnet50", "translate_arch"]
 
-KERNELS = (3, 5, 7)
-EXPAND_RATIOS = (3, 4, 6)
-DEPTHS = (2, 3, 4)
-
-
-@dataclass(frozen=True)
-class Layout:
-    """The block slots of each stage of an OFA network (its ``block_group_info``).
-
-    A stage of ``max(DEPTHS)`` slots has an elastic depth (label ``d.{s}``); a shorter one is
-    fixed, and OFA's depth for it is clipped to its length, as OFA's ``set_active_subnet``
-    does (``min(len(stage), d)``).
-    """
-
-    stages: tuple[int, ...]
-
-    @property
-    def n_slots(self) -> int:
-        """Elastic block slots in all (the length of OFA's ``ks`` and ``e``)."""
-        return sum(self.stages)
-
-    def elastic(self, s: int) -> bool:
-        """Whether stage ``s`` has a depth choice."""
-        return self.stages[s] == max(DEPTHS)
-
-    def depths(self) -> list[Any]:
-        """The depths of ``se.Repeat`` for the stages: a ``Choice`` or the fixed length."""
-        return [se.Choice(DEPTHS, f"d.{s}") if self.elastic(s) else n
-                for s, n in enumerate(self.stages)]
-
-
-MOBILENETV3 = Layout((4, 4, 4, 4, 4))
-PROXYLESS = Layout((4, 4, 4, 4, 4, 1))
-#: (base width, stride, activation, squeeze-excite) of the elastic stages.
-MBV3_STAGES = ((24, 2, "relu", False), (40, 2, "relu", True), (80, 2, "hswish", False),
-               (112, 1, "hswish", True), (160, 2, "hswish", True))
-PROXYLESS_STAGES = ((24, 2, "relu6", False), (40, 2, "relu6", False), (80, 2, "relu6", False),
-                    (96, 1, "relu6", False), (192, 2, "relu6", False), (320, 1, "relu6", False))
-
-
-def _widths(stages: tuple[tuple[int, int, str, bool], ...], width_mult: float) -> list[tuple]:
-    return [(make_divisible(w * width_mult, 8), *rest) for w, *rest in stages]
-
-
-class OFAMobileNetV3Space(nn.Module):
-    """The search space (placeholders) of ``OFAMobileNetV3`` at ``width_mult``."""
-
-    def __init__(self, width_mult: float = 1.0, num_classes: int = 1000,
-                 dropout: float = 0.1) -> None:
-        super().__init__()
-        stem, first, expand, mix = (make_divisible(w * width_mult, 8) for w in (16, 16, 960, 1280))
-        bn = {"eps": 1e-5, "momentum": 0.1}  # OFA's bn_param=(0.1, 1e-5), set by set_bn_param
-        self.first_conv = seq(conv=nn.Conv2d(3, stem, 3, 2, 1, bias=False),
-                              bn=nn.BatchNorm2d(stem, **bn), act=nn.Hardswish())
-        head = MBConv(stem, first, 3, 1, 1, "relu", False, bn["eps"], dynamic=False)
-        stages = _widths(MBV3_STAGES, width_mult)
-        blocks = elastic_stages(first, stages, MOBILENETV3.stages, KERNELS, EXPAND_RATIOS,
-                                bn["eps"])
-        self.blocks = se.Repeat([ResidualBlock(head, stem == first), *blocks],
-                                [1, *MOBILENETV3.depths()])
-        cin = stages[-1][0]
-        self.final_expand_layer = seq(conv=nn.Conv2d(cin, expand, 1, bias=False),
-                                      bn=nn.BatchNorm2d(expand, **bn), act=nn.Hardswish())
-        self.feature_mix_layer = seq(conv=nn.Conv2d(expand, mix, 1, bias=False),
-                                     act=nn.Hardswish())
-        self.classifier = seq(dropout=nn.Dropout(dropout), linear=nn.Linear(mix, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.final_expand_layer(self.blocks(self.first_conv(x)))
-        x = self.feature_mix_layer(x.mean((2, 3), keepdim=True))
-        return self.classifier(torch.flatten(x, 1))
-
-
-class OFAProxylessSpace(nn.Module):
-    """The search space (placeholders) of ``OFAProxylessNASNets`` at ``width_mult``."""
-
-    def __init__(self, width_mult: float = 1.3, num_classes: int = 1000,
-                 dropout: float = 0.1) -> None:
-        super().__init__()
-        stem, first, mix = (make_divisible(w * width_mult, 8) for w in (32, 16, 1280))
-        bn = {"eps": 1e-3, "momentum": 0.1}  # OFA's default bn_param=(0.1, 1e-3)
-        self.first_conv = seq(conv=nn.Conv2d(3, stem, 3, 2, 1, bias=False),
-                              bn=nn.BatchNorm2d(stem, **bn), act=nn.ReLU6())
-        head = MBConv(stem, first, 3, 1, 1, "relu6", False, bn["eps"], dynamic=False)
-        stages = _widths(PROXYLESS_STAGES, width_mult)
-        blocks = elastic_stages(first, stages, PROXYLESS.stages, KERNELS, EXPAND_RATIOS,
-                                bn["eps"])
-        self.blocks = se.Repeat([ResidualBlock(head, False), *blocks], [1, *PROXYLESS.depths()])
-        self.feature_mix_layer = seq(conv=nn.Conv2d(stages[-1][0], mix, 1, bias=False),
-                                     bn=nn.BatchNorm2d(mix, **bn), act=nn.ReLU6())
-        self.classifier = seq(dropout=nn.Dropout(dropout), linear=nn.Linear(mix, num_classes))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.feature_mix_layer(self.blocks(self.first_conv(x)))
-        return self.classifier(x.mean((2, 3)))
+_STAGES = {MOBILENETV3: MBV3_STAGES, PROXYLESS: PROXYLESS_STAGES}
 
 
 def _build(space: Any, layout: Layout, width_mult: float, strategy: str, seed: int,
            num_classes: int, resolution: int, calib_steps: int) -> nn.Module:
     net = seeded_supernet(lambda: space(width_mult, num_classes), strategy, seed,
                           (1, 3, resolution, resolution), calib_steps=calib_steps)
-    # se.freeze and --arch take OFA's {ks, e, d} too
-    net.translate_arch = functools.partial(translate_arch, layout=layout)
+    # se.freeze and --arch take OFA's {ks, e, d} and net.config too
+    widths = tuple(w for w, *_ in stage_widths(_STAGES[layout], width_mult))
+    net.translate_arch = functools.partial(translate_arch, layout=layout, widths=widths)
     return net
 
 
-def translate_arch(arch: Mapping[str, Any], layout: Layout = MOBILENETV3) -> dict[str, int] | None:
-    """Our labels of an OFA arch dict, or None when ``arch`` is not one (no ``ks``/``e``/``d``).
+def translate_arch(arch: Mapping[str, Any], layout: Layout = MOBILENETV3,
+                   widths: Sequence[int] | None = None) -> dict[str, int] | None:
+    """Our labels of an OFA arch: its arch dict ``{ks, e, d}`` or a subnet's ``net.config``.
 
-    OFA's ``r`` / ``image_size`` (the resolution the arch was searched at) is not part of the
-    network: give it as the input shape (``--input-shape 1x3xRxR``).
+    None when ``arch`` is neither (no ``ks``/``e``/``d``, no ``name`` and ``blocks``). OFA's
+    ``r`` / ``image_size`` (the resolution the arch was searched at) is not part of the
+    network: give it as the input shape (``--input-shape 1x3xRxR``). ``widths`` (the stage
+    widths of the supernet) lets a ``net.config`` of another width be refused.
     """
+    if "name" in arch and "blocks" in arch:
+        return ofa_arch_to_labels(config_to_ofa_arch(arch, layout, widths), layout)
     if not {"ks", "e", "d"} & set(arch):
         return None
     extra = sorted(set(arch) - {"ks", "e", "d", "r", "image_size"})
@@ -175,6 +112,51 @@ def translate_arch(arch: Mapping[str, Any], layout: Layout = MOBILENETV3) -> dic
         raise ArchError(f"unknown key {extra[0]!r} in the OFA arch; it has 'ks', 'e' and 'd' "
                         "(and optionally 'r' or 'image_size')", extra[0])
     return ofa_arch_to_labels(arch, layout)
+
+
+def config_to_ofa_arch(config: Mapping[str, Any], layout: Layout = MOBILENETV3,
+                       widths: Sequence[int] | None = None) -> dict[str, list[Any]]:
+    """OFA's arch dict ``{ks, e, d}`` of the ``net.config`` of one of its extracted subnets.
+
+    ``config`` is what ``ofa_net.get_active_subnet(preserve_weight=True).config`` returns,
+    ``{"name": "MobileNetV3", "blocks": [...], ...}``: after the fixed ``blocks[0]``, the
+    consecutive blocks of one width make a stage (its depth is their number), and each block's
+    ``conv`` has its ``kernel_size`` and ``expand_ratio``. Slots beyond a stage's depth get the
+    smallest candidates (they are ignored).
+
+    Raises:
+        ArchError: the config is of another network (its ``name``, its number of stages or,
+            given ``widths``, a stage's width differs) or is not a ``net.config``.
+    """
+    if config.get("name") != layout.name:
+        raise ArchError(f"the net.config is of a {config.get('name')!r} network, this supernet "
+                        f"is OFA's {layout.name}: give the config of one of its subnets", "name")
+    blocks = config.get("blocks")
+    if not isinstance(blocks, list) or len(blocks) < 2 or not all(
+            isinstance(b, Mapping) and isinstance(b.get("conv"), Mapping) for b in blocks):
+        raise ArchError("the net.config's 'blocks' must be a list of OFA block configs, each "
+                        "with its 'conv'", "blocks")
+    stages: list[list[Mapping[str, Any]]] = []
+    for block in blocks[1:]:
+        conv = block["conv"]
+        if not stages or conv.get("out_channels") != stages[-1][-1].get("out_channels"):
+            stages.append([])
+        stages[-1].append(conv)
+    found = [convs[0].get("out_channels") for convs in stages]
+    if len(stages) != len(layout.stages) or (widths is not None and found != list(widths)):
+        want = list(widths) if widths is not None else f"{len(layout.stages)} stages"
+        raise ArchError(f"the net.config's stages have {found} channels, this supernet's "
+                        f"{want}: give the config of one of its subnets", "blocks")
+    arch: dict[str, list[Any]] = {"ks": [], "e": [], "d": []}
+    for s, (convs, slots) in enumerate(zip(stages, layout.stages, strict=True)):
+        if len(convs) > slots:
+            raise ArchError(f"stage {s} of the net.config has {len(convs)} blocks, this "
+                            f"supernet's at most {slots}", f"d.{s}")
+        pad = slots - len(convs)
+        arch["ks"] += [c.get("kernel_size") for c in convs] + [KERNELS[0]] * pad
+        arch["e"] += [c.get("expand_ratio") for c in convs] + [EXPAND_RATIOS[0]] * pad
+        arch["d"].append(len(convs))
+    return arch
 
 
 def mobilenetv3_w10(strategy: str = "sampling", seed: int = 0, *, num_classes: int = 1000,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import random
+import re
 import sys
 import types
 from pathlib import Path
@@ -33,7 +34,7 @@ from models.ofa import (
     proxyless_w13,
 )
 from subnet_export.errors import ArchError
-from subnet_export.loading import read_state_dict
+from subnet_export.loading import load_checkpoint, read_state_dict
 
 # ofa.utils imports its ImageNet data loaders (torchvision, PIL), which the networks never use.
 sys.modules.setdefault("ofa.utils.my_dataloader", types.ModuleType("ofa.utils.my_dataloader"))
@@ -264,6 +265,73 @@ def test_arch_translation_rejects(layout, change, label):
         ofa_arch_to_labels({"ks": 3, "e": 3})
     with pytest.raises(ArchError, match="missing"):
         labels_to_ofa_arch({"ks.0": 3})
+
+
+def canonical(arch: dict, layout) -> dict:
+    """``arch`` with the slots beyond each stage's depth at the smallest candidates: what a
+    ``net.config``, which has no such slots, translates to."""
+    ofa = labels_to_ofa_arch(arch, layout)
+    start = 0
+    for d, slots in zip(ofa["d"], layout.stages):
+        for j in range(start + min(d, slots), start + slots):
+            ofa["ks"][j], ofa["e"][j] = KS[0], ES[0]
+        start += slots
+    return ofa_arch_to_labels(ofa, layout)
+
+
+@pytest.mark.parametrize("net", sorted(NETS))
+def test_net_config_translates_like_the_arch_dict(net):
+    ofa, ours = pair(net)
+    layout = NETS[net][3]
+    for case in ["max", "min", "mixed", "random0", "random1"]:
+        given = ofa_arch(case, layout)
+        ofa.set_active_subnet(**given)
+        config = ofa.get_active_subnet(preserve_weight=True).config
+        got = ours.translate_arch(config)
+        assert got == canonical(ofa_arch_to_labels(given, layout), layout)
+        frozen = se.freeze(ours, config)
+        assert dict(frozen) == got and frozen.source == config
+
+
+def test_net_config_of_another_network_is_refused():
+    configs = {}
+    for net in ("w12", "p13"):
+        ofa, _ = pair(net)
+        ofa.set_active_subnet(**ofa_arch("max", NETS[net][3]))
+        configs[net] = ofa.get_active_subnet(preserve_weight=True).config
+    _, w10 = pair("w10")
+    with pytest.raises(ArchError, match="channels"):
+        se.freeze(w10, configs["w12"])  # OFA's MobileNetV3 at width 1.2
+    with pytest.raises(ArchError, match="'ProxylessNASNets' network"):
+        se.freeze(w10, configs["p13"])
+    deeper = {**configs["p13"], "blocks": configs["p13"]["blocks"] + configs["p13"]["blocks"][-1:]}
+    with pytest.raises(ArchError, match="stage 5 of the net.config has 2 blocks"):
+        se.freeze(pair("p13")[1], deeper)
+
+
+def old_ofa_keys(state: dict) -> dict:
+    """The keys of OFA's older releases: ``MobileInvertedResidualBlock.mobile_inverted_conv``."""
+    return {re.sub(r"^(blocks\.\d+)\.conv\.", r"\1.mobile_inverted_conv.", k): v
+            for k, v in state.items()}
+
+
+@pytest.mark.parametrize("net", ["w10", "p13"])
+def test_translate_state_dict_renames_older_checkpoints(net, tmp_path):
+    ofa, ours = pair(net)
+    theirs = ofa.state_dict()
+    assert ours.translate_state_dict(theirs) is None  # a current checkpoint: nothing to do
+    old = old_ofa_keys(theirs)
+    assert sum(".mobile_inverted_conv." in k for k in old) > len(old) // 2
+    state, note = ours.translate_state_dict(old)
+    assert list(state) == list(theirs) and all(state[k] is theirs[k] for k in theirs)
+    assert "'.mobile_inverted_conv.' to '.conv.'" in note and "\n" not in note
+    assert ours.translate_state_dict({"head.weight": theirs["first_conv.conv.weight"]}) is None
+    # end to end, as --weights reads an older OFA checkpoint
+    torch.save({"state_dict": old}, tmp_path / "old.pth")
+    fresh = NETS[net][2](seed=3)
+    loaded = load_checkpoint(fresh, tmp_path / "old.pth")
+    assert loaded.note is not None and "mobile_inverted_conv" in loaded.note
+    assert all(torch.equal(fresh.state_dict()[k], theirs[k]) for k in theirs)
 
 
 @pytest.mark.parametrize("space, n_blocks", [(OFAMobileNetV3Space, 21), (OFAProxylessSpace, 22)])
