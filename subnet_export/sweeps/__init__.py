@@ -1,0 +1,1 @@
+"""Sweep: export and validate many subnets of one supernet in one run, resumable, indexed."""

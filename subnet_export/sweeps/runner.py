@@ -1,0 +1,271 @@
+"""``sweep``: export and validate many archs of one supernet, resumably, into one indexed folder.
+
+One process builds the supernet and loads (and hashes) the checkpoint once; each arch then runs
+the whole ``export_subnet`` pipeline, every check included. Bundles are named by a content hash
+(``naming.py``), so a rerun keeps the ones that verify and redoes the rest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError, SubnetExportError
+from .archs import SweepEntry, entries_from, read_archs, sample_entries
+from .index import IndexWriter, previous_rows
+from .job import SweepOptions, export_one
+from .naming import bundle_key, bundle_name, state_digest
+from .resume import reusable
+
+__all__ = ["ROW_DEFAULTS", "SweepResult", "sweep"]
+
+Progress = Callable[[Mapping[str, Any], int, int], None]
+
+#: every index row has these keys (``docs/sweep.md`` says what each holds)
+ROW_DEFAULTS: dict[str, Any] = {
+    "position": None, "origin": "", "bundle": None, "arch": None, "verdict": None,
+    "status": None, "reason": None, "exit_code": None, "parameters": None, "model_bytes": None,
+    "latency_ms": None, "timings_s": {}, "warnings": [], "columns": {}}
+
+
+@dataclass
+class SweepResult:
+    """What a sweep did: one row per arch (arch-file order) and where the index is.
+
+    ``exit_code`` is the largest of the rows' (0 all passed; 1 a parity failure; 2 an invalid
+    arch or a failed export; 3 an internal error), 0 for an empty sweep.
+    """
+
+    out_dir: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    complete: bool = True
+
+    @property
+    def exit_code(self) -> int:
+        """The largest exit code of any row."""
+        return max((int(r.get("exit_code", 0)) for r in self.rows), default=0)
+
+    def counts(self) -> dict[str, int]:
+        """Rows by verdict (``passed``, ``failed``, ``error``) and by status."""
+        out: dict[str, int] = {}
+        for row in self.rows:
+            for key in (row["verdict"], row["status"]):
+                out[key] = out.get(key, 0) + 1
+        return out
+
+    def summary(self) -> dict[str, Any]:
+        """The machine-readable summary ``sweep --json`` prints."""
+        return {"out": str(self.out_dir), "exit_code": self.exit_code,
+                "complete": self.complete, "counts": self.counts(), "rows": self.rows}
+
+
+@dataclass
+class _Plan:
+    """Where every entry goes: rows already known, and one job per bundle to export."""
+
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[tuple[Any, Path]] = field(default_factory=list)
+    waiting: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
+
+
+def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[Any] | None = None,
+          sample: int = 0, seed: int = 0, weights: str | Path | None = None,
+          strategy: str | None = None, inputs: Sequence[Any] | None = None,
+          output_names: Sequence[str] | None = None,
+          dynamic_axes: Mapping[str, Mapping[int, str]] | None = None,
+          exporter: str = "dynamo", opset: int | None = None,
+          providers: Sequence[str] | None = None, tolerance: Any = None,
+          samples: str | Path | None = None, batch: int | None = None, input_seed: int = 0,
+          workers: int = 1, latency_runs: int = 10,
+          progress: Progress | None = None) -> SweepResult:
+    """Export and validate every arch into ``out_dir``, one bundle each, with an index.
+
+    Args:
+        supernet: a factory spec (``path/file.py:factory``, as the CLI takes), or a built
+            supernet (then ``workers`` must be 1).
+        out_dir: the sweep folder: bundles ``subnet-<hash>/``, ``index.jsonl``, ``index.json``.
+        archs: an arch file (JSONL or a JSON list) or a list of entries: bare archs, or
+            ``{"arch": {...}, column: value, ...}`` with user columns (``archs.py``).
+        sample: also sweep this many distinct random archs, drawn with ``seed``.
+        seed: seed of the random archs.
+        weights: the checkpoint, hashed once; without one the supernet's tensors are hashed.
+        strategy: how a factory's search space becomes a supernet.
+        inputs: one ``InputSpec`` (or ``--input`` string, or shape) per model input; None:
+            what the supernet declares (``input_specs`` / ``input_shape``).
+        output_names: graph output names.
+        dynamic_axes: ``{input name: {axis: dim name}}`` besides the batch.
+        exporter: ``"dynamo"`` or ``"torchscript"``.
+        opset: ONNX opset (None: torch's default).
+        providers: onnxruntime providers to validate on (None: CPU, and CUDA when there).
+        tolerance: one ``Tolerance`` for every backend (None: the noise rule).
+        samples: an ``.npz`` of user inputs, validated for every arch.
+        batch: the larger batch validated besides 1.
+        input_seed: seed of the random validation inputs (``export_subnet``'s ``seed``).
+        workers: 1 runs here; N > 1 uses N spawned processes (``pool.py``).
+        latency_runs: timed onnxruntime CPU runs at batch 1 per bundle; 0 skips latency.
+        progress: called as ``progress(row, done, total)`` after each row.
+
+    Returns:
+        A :class:`SweepResult`; a failed arch is a row with its reason, never an exception.
+
+    Raises:
+        InputError: no archs, an unreadable arch file, ``out_dir`` not writable, bad options.
+        CheckpointError: the checkpoint does not load.
+        KeyboardInterrupt: interrupted; finished bundles stay, ``index.json`` says so.
+    """
+    if workers < 1 or (workers > 1 and not isinstance(supernet, str)):
+        raise InputError("workers must be >= 1, and a built supernet runs with workers=1 only "
+                         "(give the factory spec to use a pool)")
+    net, sha, note = _load(supernet, strategy, weights)
+    entries = _entries(net, archs, sample, seed)
+    opts = _options(net, supernet, inputs, output_names, dynamic_axes, exporter, opset,
+                    providers, tolerance, samples, batch, input_seed, latency_runs)
+    key_fields = {**opts.key_fields(_samples_sha(samples)), "strategy": strategy}
+    out = _sweep_dir(out_dir)
+    header = {"supernet": supernet if isinstance(supernet, str) else type(supernet).__name__,
+              "weights": None if weights is None else str(weights), "checkpoint_sha256": sha,
+              "options": key_fields, "workers": workers}
+    plan = _plan(net, entries, out, sha, key_fields)
+    writer = IndexWriter(out, header, len(entries))
+    emit = _Emitter(writer, plan, len(entries), progress)
+    try:
+        emit.rows(plan.rows)
+        on_done = emit.job_done
+        if workers == 1:
+            for i, (arch, path) in enumerate(plan.jobs):
+                on_done(i, export_one(net, arch, path, opts, checkpoint_sha256=sha,
+                                      weights_layout=note))
+        else:
+            from .pool import run_pool
+
+            run_pool(plan.jobs, spec=supernet, strategy=strategy,
+                     weights=None if weights is None else str(weights), options=opts,
+                     checkpoint_sha256=sha, workers=workers, on_done=on_done)
+    finally:
+        rows = writer.close()
+    return SweepResult(out, rows, len(rows) == len(entries))
+
+
+class _Emitter:
+    """Hands finished rows to the index and the progress callback, counting them."""
+
+    def __init__(self, writer: IndexWriter, plan: _Plan, total: int,
+                 progress: Progress | None) -> None:
+        self.writer, self.plan, self.total = writer, plan, total
+        self.progress = progress or (lambda row, done, total: None)
+        self.done = 0
+
+    def rows(self, rows: Sequence[dict[str, Any]]) -> None:
+        self.writer.append(rows)
+        for row in rows:
+            self.done += 1
+            self.progress(row, self.done, self.total)
+
+    def job_done(self, job: int, facts: Mapping[str, Any]) -> None:
+        first = self.plan.waiting[job][0]["position"]
+        self.rows([{**row, **facts, **({"duplicate_of": first} if i else {})}
+                   for i, row in enumerate(self.plan.waiting[job])])
+
+
+def _sweep_dir(out_dir: str | Path) -> Path:
+    out = Path(out_dir).absolute()
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise InputError(f"cannot make the sweep folder {out}: {err.strerror or err}; choose "
+                         "an --out in a writable folder") from err
+    return out
+
+
+def _load(supernet: Any, strategy: str | None, weights: str | Path | None
+          ) -> tuple[Any, str, str | None]:
+    from ..loading import build_and_load, load_checkpoint
+
+    if isinstance(supernet, str):
+        net, loaded = build_and_load(supernet, strategy, weights)
+    else:
+        net = supernet
+        loaded = load_checkpoint(net, weights) if weights is not None else None
+    sha = loaded.sha256 if loaded is not None and loaded.sha256 else state_digest(net)
+    return net, sha, loaded.note if loaded is not None else None
+
+
+def _entries(net: Any, archs: Any, sample: int, seed: int) -> list[SweepEntry]:
+    entries: list[SweepEntry] = []
+    if isinstance(archs, (str, Path)):
+        entries = read_archs(archs)
+    elif archs is not None:
+        entries = entries_from(list(archs))
+    if sample:
+        entries += sample_entries(net, sample, seed, start=len(entries))
+    if not entries:
+        raise InputError("no arch to sweep: give an arch file (--archs) or --sample N")
+    return entries
+
+
+def _options(net: Any, supernet: Any, inputs: Any, output_names: Any, dynamic_axes: Any,
+             exporter: str, opset: int | None, providers: Any, tolerance: Any, samples: Any,
+             batch: int | None, input_seed: int, latency_runs: int) -> SweepOptions:
+    from ..options import default_specs
+    from ..signature import as_specs
+
+    specs = as_specs(inputs) if inputs else default_specs(net, str(supernet))
+    return SweepOptions(tuple(specs), None if output_names is None else tuple(output_names),
+                        dict(dynamic_axes or {}), exporter, opset,
+                        None if providers is None else tuple(providers), tolerance,
+                        None if samples is None else str(samples), batch, input_seed,
+                        latency_runs)
+
+
+def _samples_sha(samples: str | Path | None) -> str | None:
+    if samples is None:
+        return None
+    from ..bundle.hashing import digest_file
+
+    try:
+        return digest_file(samples).sha256
+    except OSError as err:
+        raise InputError(f"samples file {str(samples)!r} cannot be read: {err}") from err
+
+
+def _plan(net: Any, entries: Sequence[SweepEntry], out: Path, sha: str,
+          key_fields: Mapping[str, Any]) -> _Plan:
+    from ..arch import freeze
+    from ..bundle.atomic import clean_stale
+
+    plan, jobs_by_name = _Plan(), {}
+    reused: dict[str, tuple[dict[str, Any], int]] = {}
+    before = previous_rows(out)
+    for entry in entries:
+        row = {**ROW_DEFAULTS, "position": entry.position, "origin": entry.origin,
+               "columns": dict(entry.columns)}
+        try:
+            frozen = freeze(net, entry.arch)
+        except SubnetExportError as err:
+            plan.rows.append({**row, "arch": entry.arch, "verdict": "error", "status": "error",
+                              "reason": str(err), "error_type": type(err).__name__,
+                              "exit_code": err.exit_code})
+            continue
+        name = bundle_name(bundle_key(sha, frozen, key_fields))
+        row.update(bundle=name, arch=dict(frozen))
+        if name in reused:
+            plan.rows.append({**row, **reused[name][0], "duplicate_of": reused[name][1]})
+            continue
+        if name in jobs_by_name:
+            plan.waiting[jobs_by_name[name]].append(row)
+            continue
+        facts = reusable(out / name, frozen)
+        if facts is not None:
+            old = before.get(name, {})
+            facts = {**facts, "status": "reused", "latency_ms": old.get("latency_ms"),
+                     "timings_s": old.get("timings_s", {}), "warnings": old.get("warnings", [])}
+            plan.rows.append({**row, **facts})
+            reused[name] = (facts, entry.position)
+            continue
+        clean_stale(out / name)
+        jobs_by_name[name] = len(plan.jobs)
+        plan.jobs.append((entry.arch, out / name))
+        plan.waiting[len(plan.jobs) - 1] = [row]
+    return plan
