@@ -20,9 +20,10 @@ from torch import nn
 from .errors import ArchError
 from .space.spec import ParameterSpec
 from .supernet.state import apply_arch, exported_arch, resample_arch
-from .supernet.walk import collect_specs
+from .supernet.walk import collect_specs, iter_supernet_modules
 
-__all__ = ["FrozenArch", "fixed_arch", "freeze", "load_arch", "sample_arch", "search_space"]
+__all__ = ["FrozenArch", "fixed_arch", "freeze", "load_arch", "most_probable", "sample_arch",
+           "search_space"]
 
 Arch = dict[str, Any]
 
@@ -78,11 +79,14 @@ def freeze(supernet: nn.Module, arch: Mapping[str, Any] | None = None) -> Frozen
             An arch in another framework's format is accepted when the supernet's root has a
             ``translate_arch(arch) -> {label: value} | None`` attribute (a space of
             ``models/ofa.py`` takes Once-for-All's ``{ks, e, d}``); it answers None for an
-            arch that is not in its format.
+            arch that is not in its format. Probabilities as NNI's ``export_probs()`` writes
+            them (``{"label/candidate": p}``, or ``{label: {candidate: p}}``) give the most
+            probable value of each label (the top ``n_chosen`` inputs of an input choice).
 
     Returns:
         A :class:`FrozenArch`: ``{label: value}`` in search-space order; input choices as
-        sorted index lists; ``source`` holds the arch as given when it was translated. A
+        sorted index lists (a bare index where the space says so, as NNI's export), tuple
+        candidates as tuples; ``source`` holds the arch as given when it was translated. A
         FrozenArch of this supernet is returned as it is.
 
     Raises:
@@ -104,6 +108,9 @@ def freeze(supernet: nn.Module, arch: Mapping[str, Any] | None = None) -> Frozen
         translated = translate(arch)
         if translated is not None:
             source, arch = dict(arch), translated
+    chosen = most_probable(supernet, specs, arch)
+    if chosen is not None:
+        source, arch = dict(arch) if source is None else source, chosen
     unknown = [k for k in arch if k not in specs]
     if unknown:
         label = unknown[0]
@@ -118,6 +125,71 @@ def freeze(supernet: nn.Module, arch: Mapping[str, Any] | None = None) -> Frozen
                 label)
         out[label] = spec.validate(arch[label])
     return FrozenArch(out, supernet, source)
+
+
+def most_probable(supernet: nn.Module, specs: Mapping[str, ParameterSpec],
+                  probs: Mapping[str, Any]) -> Arch | None:
+    """The arch of the largest probabilities in ``probs``, or None if ``probs`` is no such form.
+
+    ``probs`` as NNI 2.10's ``export_probs()`` writes it, ``{"<label>/<candidate>": p}``, or as
+    ours, ``{label: {"<candidate>": p}}``. A supernet module whose labels NNI writes under other
+    keys (a cell's edges) may define ``arch_from_probs(probs) -> (arch, keys it read)``.
+
+    Raises:
+        ArchError: a key that names no candidate of a label.
+    """
+    if not probs or not all(_is_prob(v) or isinstance(v, Mapping) for v in probs.values()):
+        return None
+    grouped: dict[str, dict[str, Any]] = {}
+    rest = {}
+    for key, value in probs.items():
+        if isinstance(value, Mapping):
+            if key not in specs or not all(_is_prob(p) for p in value.values()):
+                return None
+            grouped[key] = {str(k): p for k, p in value.items()}
+            continue
+        if key in specs:
+            return None
+        owner = max((lb for lb in specs if str(key).startswith(lb + "/")), key=len, default=None)
+        if owner is None:
+            rest[key] = value
+        else:
+            grouped.setdefault(owner, {})[str(key)[len(owner) + 1:]] = value
+    out: Arch = {}
+    for _, module in iter_supernet_modules(supernet):
+        hook = getattr(module, "arch_from_probs", None)
+        if callable(hook):
+            decided, read = hook(probs)
+            out.update(decided)
+            rest = {k: v for k, v in rest.items() if k not in read}
+    if not grouped and not out:
+        return None
+    if rest:
+        key = next(iter(rest))
+        raise ArchError(f"probability {key!r} names no candidate of any label; the labels "
+                        f"are {list(specs)}", str(key))
+    for label, weights in grouped.items():
+        out.setdefault(label, _top(specs[label], weights))
+    return out
+
+
+def _is_prob(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _top(spec: ParameterSpec, weights: Mapping[str, Any]) -> Any:
+    names = {str(c): c for c in spec.candidates}
+    names.update({str(list(c)): c for c in spec.candidates if isinstance(c, tuple)})
+    unknown = [k for k in weights if k not in names]
+    if unknown:
+        raise ArchError(f"label {spec.label!r}: probability of {unknown[0]!r}, which is not a "
+                        f"candidate; valid values are {spec.describe()}", spec.label)
+    ranked = sorted(((float(p), -i, names[k]) for i, (k, p) in enumerate(weights.items())),
+                    reverse=True)
+    if spec.kind != "input":
+        return ranked[0][2]
+    chosen = sorted(c for _, _, c in ranked[:spec.n_chosen or len(ranked)])
+    return chosen[0] if spec.bare else chosen
 
 
 def load_arch(path: str | Path) -> Arch:

@@ -20,6 +20,8 @@ from typing import Any
 import click
 
 from . import options
+from .cli_sweep import sweep_command
+from .console import report_error
 from .errors import SubnetExportError
 from .version import __version__
 
@@ -42,7 +44,7 @@ def cli(debug: bool) -> None:
 @click.option("--arch", "arch_path", type=click.Path(dir_okay=False),
               help="Arch JSON {label: value}; default: the supernet's own export.")
 @click.option("--weights", type=click.Path(dir_okay=False),
-              help="Checkpoint: safetensors, or torch (loaded with weights_only=True).")
+              help="Checkpoint: safetensors or torch (weights_only=True); NNI's one-shot too.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Bundle directory to write (atomically).")
 @options.strategy_option
@@ -90,7 +92,7 @@ def onnx_command(supernet: str, arch_path: str | None, weights: str | None, out_
     from .bundle.atomic import check_writable
     from .bundle.layout import MANIFEST_NAME
     from .console import StageProgress, format_run
-    from .loading import build_supernet, load_weights
+    from .loading import build_and_load
     from .parity.rule import Tolerance
     from .pipeline import STAGES, export_subnet
     from .signature import parse_dynamic_axes
@@ -106,21 +108,21 @@ def onnx_command(supernet: str, arch_path: str | None, weights: str | None, out_
     for what, path in (("samples", samples), ("reference outputs", reference_outputs),
                        ("calibration data", calib_data)):
         options.require_file(what, path)
-    net = build_supernet(supernet, strategy)
-    sha = load_weights(net, weights) if weights else None
+    net, loaded = build_and_load(supernet, strategy, weights)
+    if loaded.note:
+        click.echo(f"weights: {loaded.note}", err=True)
     specs = specs or options.default_specs(net, supernet)
-    tolerance = None
-    if (atol, rtol, noise_factor) != (None, None, None):
-        tolerance = Tolerance(atol, rtol, noise_factor)
+    tolerance = (None if (atol, rtol, noise_factor) == (None, None, None)
+                 else Tolerance(atol, rtol, noise_factor))
     stages = [s for s in STAGES if s != "recalibrate" or calib_data]
     with StageProgress(stages) as progress:
         result = export_subnet(
             net, out_dir, inputs=specs, output_names=names, dynamic_axes=axes, arch=arch,
             exporter=exporter, opset=opset, providers=options.providers(providers),
             tolerance=tolerance, samples=samples, reference_outputs=reference_outputs,
-            batch=batch, seed=seed, force=force, checkpoint_sha256=sha, calib_data=calib_data,
-            calib_samples=calib_samples, calib_batch=calib_batch, progress=progress,
-            warn=lambda message: _warn(progress, message))
+            batch=batch, seed=seed, force=force, checkpoint_sha256=loaded.sha256,
+            weights_layout=loaded.note, calib_data=calib_data, calib_samples=calib_samples,
+            calib_batch=calib_batch, progress=progress, warn=lambda m: _warn(progress, m))
     click.echo(format_run(result), err=as_json)
     if as_json:
         _emit_json(result.summary())
@@ -245,22 +247,15 @@ def inspect_command(bundle: str, as_json: bool, debug: bool) -> int:
     return 0
 
 
+cli.add_command(sweep_command)
+
+
 class _Terminated(BaseException):
     """SIGTERM, raised where the process is, so every ``finally`` removes its work files."""
 
 
 def _terminate(signum: int, frame: Any) -> None:
     raise _Terminated()
-
-
-def _report(err: Exception, debug: bool) -> None:
-    # --debug adds the traceback and what the exporter printed; the exit code stays the same
-    if debug:
-        traceback.print_exc()
-        details = getattr(err, "details", None)
-        if details:
-            click.echo(details.rstrip(), err=True)
-    click.echo(f"error: {err}", err=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -280,7 +275,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         err.show()
         code = err.exit_code
     except SubnetExportError as err:
-        _report(err, debug)
+        report_error(err, debug)
         code = err.exit_code
     except Exception as err:  # a bug, not a user error: still one line unless --debug
         if debug:

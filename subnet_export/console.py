@@ -10,10 +10,11 @@ from __future__ import annotations
 import json
 import sys
 import textwrap
+import traceback
 from collections.abc import Mapping, Sequence
 from typing import IO, Any
 
-__all__ = ["StageProgress", "format_bytes", "format_run", "format_space"]
+__all__ = ["StageProgress", "format_bytes", "format_run", "format_space", "report_error"]
 
 
 def format_bytes(n: int) -> str:
@@ -143,3 +144,16 @@ def format_space(specs: Mapping[str, Any], modules: Mapping[str, Sequence[str]])
             lines.append(f"{'':<{width}}  shapes {', '.join(shaped[:4])}{more}")
     lines.append(f"{len(specs)} labels, {size} architectures")
     return "\n".join(lines)
+
+
+def report_error(err: Exception, debug: bool) -> None:
+    """One ``error:`` line on stderr; ``--debug`` adds the traceback and the exporter's output.
+
+    The exit code stays the caller's: debugging changes what is shown, not the outcome.
+    """
+    if debug:
+        traceback.print_exc()
+        details = getattr(err, "details", None)
+        if details:
+            print(details.rstrip(), file=sys.stderr)
+    print(f"error: {err}", file=sys.stderr)

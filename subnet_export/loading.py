@@ -21,11 +21,14 @@ from torch import nn
 
 from .bundle.hashing import digest_file
 from .errors import CheckpointError, InputError
+from .nni.checkpoint import arch_weight_keys
 from .space.placeholders import Placeholder
 from .supernet.base import BaseSuperNetModule
 from .supernet.convert import to_supernet
+from .weights import LoadedWeights, load_state
 
-__all__ = ["build_supernet", "load_factory", "load_weights", "read_state_dict"]
+__all__ = ["build_and_load", "build_supernet", "load_checkpoint", "load_factory", "load_weights",
+           "read_checkpoint", "read_state_dict"]
 
 
 def load_factory(spec: str) -> Callable[..., Any]:
@@ -78,8 +81,11 @@ def load_factory(spec: str) -> Callable[..., Any]:
     return factory
 
 
-def build_supernet(spec: str, strategy: str | None = None) -> nn.Module:
+def build_supernet(spec: str, strategy: str | None = None, *,
+                   default_strategy: str = "sampling") -> nn.Module:
     """Call the factory of ``spec``; a returned search space is converted with ``strategy``.
+
+    ``default_strategy`` converts a space when ``strategy`` is None.
 
     Raises:
         InputError: the factory raised or returned something that is not a supernet or space.
@@ -100,7 +106,7 @@ def build_supernet(spec: str, strategy: str | None = None) -> nn.Module:
     if not (is_space or is_supernet):
         raise InputError(_no_space_message(net, spec))
     if is_space:
-        net = to_supernet(net, strategy or "sampling")
+        net = to_supernet(net, strategy or default_strategy)
     elif strategy is not None and is_supernet and _strategy_of(net) != strategy:
         raise InputError(
             f"the factory returned a {_strategy_of(net)} supernet but --strategy {strategy} was "
@@ -137,11 +143,21 @@ def _strategy_of(net: nn.Module) -> str | None:
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a safetensors file or a torch checkpoint (``weights_only=True``, never unpickled).
 
-    A checkpoint dict holding ``state_dict`` or ``model`` is unwrapped.
+    A checkpoint dict holding ``state_dict`` or ``model`` is unwrapped (a Lightning Trainer
+    ``.ckpt`` holds ``state_dict`` beside its loops and optimizer states).
 
     Raises:
         CheckpointError: missing, empty, truncated, wrong format, or needing arbitrary
             unpickling (refused, not executed).
+    """
+    return read_checkpoint(path)[0]
+
+
+def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], str | None]:
+    """:func:`read_state_dict`, and what held the state when it was unwrapped (else None).
+
+    Raises:
+        CheckpointError: as :func:`read_state_dict`.
     """
     path = Path(path)
     if not path.is_file():
@@ -149,7 +165,7 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     if path.stat().st_size == 0:
         raise CheckpointError(f"weights file {str(path)!r} is empty")
     if _format_of(path) == "safetensors":
-        return _read_safetensors(path)
+        return _read_safetensors(path), None
     try:
         data = torch.load(path, map_location="cpu", weights_only=True,
                           mmap=zipfile.is_zipfile(path))
@@ -162,16 +178,25 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(
             f"cannot read {str(path)!r} as a torch checkpoint ({type(err).__name__}: {err}); "
             "is it truncated?") from err
+    container = None
     if isinstance(data, dict):
         for key in ("state_dict", "model"):
             if isinstance(data.get(key), dict):
+                container = _container(data, key)
                 data = data[key]
                 break
     if not isinstance(data, dict) or not all(
             isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in data.items()):
         raise CheckpointError(
             f"{str(path)!r} does not hold a state dict (a mapping of names to tensors)")
-    return data
+    return data, container
+
+
+def _container(data: dict, key: str) -> str:
+    if "pytorch-lightning_version" in data or "optimizer_states" in data:
+        return (f"a Lightning Trainer checkpoint (epoch {data.get('epoch')}, global step "
+                f"{data.get('global_step')})")
+    return f"the {key!r} entry of a checkpoint dict"
 
 
 def _format_of(path: Path) -> str:
@@ -201,27 +226,56 @@ def _read_safetensors(path: Path) -> dict[str, torch.Tensor]:
 def load_weights(supernet: nn.Module, path: str | Path) -> str:
     """Load a checkpoint into ``supernet`` (strict); return the file's sha256.
 
+    A state that does not fit as saved is translated (:func:`load_checkpoint` says how):
+
+    - by the supernet root's ``translate_state_dict(state) -> tuple[dict, str] | None``, when
+      it has one: the state under the supernet's keys and a one-line note of what it mapped,
+      or None when the state is not in its format (a Once-for-All space maps older OFA keys);
+    - else from NNI 2.x's one-shot layout (``subnet_export/nni/checkpoint.py``): the
+      ``model.model.`` prefix of the Lightning module, a repeat's ``.blocks.N.`` level, NNI's
+      architecture weights onto ours by label (sizes and shared copies checked; ignored by a
+      sampling supernet), ENAS's controller tensors ignored.
+
     Raises:
-        CheckpointError: unreadable file, or missing / unexpected keys or wrong shapes (the
-            first few are named).
+        CheckpointError: unreadable file, or keys that fit nowhere (the first is named with
+            the nearest key of the supernet), missing keys, wrong shapes or architecture
+            weights that do not fit their labels.
     """
-    state = read_state_dict(path)
-    own = supernet.state_dict()
-    missing = [k for k in own if k not in state]
-    extra = [k for k in state if k not in own]
-    shapes = [f"{k}: checkpoint {tuple(state[k].shape)} vs supernet {tuple(own[k].shape)}"
-              for k in own if k in state and state[k].shape != own[k].shape]
-    problems = []
-    if missing:
-        problems.append(f"{len(missing)} missing key(s), e.g. {missing[:3]}")
-    if extra:
-        problems.append(f"{len(extra)} unexpected key(s), e.g. {extra[:3]}")
-    if shapes:
-        problems.append(f"{len(shapes)} shape mismatch(es), e.g. {shapes[:2]}")
-    if problems:
-        raise CheckpointError(
-            f"{str(path)!r} does not fit this supernet: " + "; ".join(problems) +
-            ". Was it saved from the same search space (and strategy)?")
-    with torch.no_grad():
-        supernet.load_state_dict(state, strict=True)
-    return digest_file(path).sha256
+    return load_checkpoint(supernet, path).sha256 or ""
+
+
+def load_checkpoint(supernet: nn.Module, path: str | Path) -> LoadedWeights:
+    """:func:`load_weights`, returning the file's sha256 and the one-line layout note.
+
+    Raises:
+        CheckpointError: as :func:`load_weights`.
+    """
+    return _load_read(supernet, path, *read_checkpoint(path))
+
+
+def _load_read(supernet: nn.Module, path: str | Path, state: dict[str, torch.Tensor],
+               container: str | None) -> LoadedWeights:
+    note = load_state(supernet, state, str(path))
+    if container is not None:
+        note = f"{note}; read from {container}" if note else (
+            f"{container[0].upper()}{container[1:]}: its state dict fitted as saved")
+    return LoadedWeights(digest_file(path).sha256, note)
+
+
+def build_and_load(spec: str, strategy: str | None, weights: str | Path | None
+                   ) -> tuple[nn.Module, LoadedWeights]:
+    """:func:`build_supernet` then :func:`load_checkpoint`, as ``subnet-export onnx`` does.
+
+    With no ``strategy``, a space whose checkpoint holds architecture weights is built
+    differentiable, so that no arch means their argmax (NNI's ``export()`` of DARTS).
+
+    Raises:
+        InputError: as :func:`build_supernet`.
+        CheckpointError: as :func:`load_weights`.
+    """
+    if weights is None:
+        return build_supernet(spec, strategy), LoadedWeights()
+    state, container = read_checkpoint(weights)
+    default = "differentiable" if arch_weight_keys(state) else "sampling"
+    net = build_supernet(spec, strategy, default_strategy=default)
+    return net, _load_read(net, weights, state, container)

@@ -32,6 +32,7 @@ from .plain.materialize import materialize_with_labels
 from .preflight import check_batch_memory, check_input_memory, probe
 from .recalibrate.bn import CalibrationInfo, recalibrate_bn
 from .signature import InputSpec, apply_dynamic_axes, as_specs, choose_batch, resolve_names
+from .supernet.walk import slicing_conventions
 
 __all__ = ["STAGES", "RunResult", "export_subnet", "nonfinite_tensors", "parameter_counts"]
 
@@ -73,6 +74,7 @@ class RunResult:
             "parameter_count": self.parameter_count,
             "unused_parameter_count": self.unused_parameter_count,
             "model_bytes": self.model_bytes,
+            "weights_layout": self.manifest.extra.get("weights_layout"),
             "nonfinite_tensors": self.nonfinite,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
             "parity": self.report.to_dict(),
@@ -98,6 +100,7 @@ def export_subnet(
     seed: int = 0,
     force: bool = False,
     checkpoint_sha256: str | None = None,
+    weights_layout: str | None = None,
     calib_data: str | Path | None = None,
     calib_samples: int | None = None,
     calib_batch: int = 32,
@@ -133,6 +136,8 @@ def export_subnet(
         seed: seed of the random inputs.
         force: replace an existing bundle.
         checkpoint_sha256: sha256 of the weights file, recorded in the model and manifest.
+        weights_layout: how the weights file's layout was mapped onto the supernet (the note
+            of ``loading.load_checkpoint``); the manifest's ``extra["weights_layout"]``.
         calib_data: inputs (``.npz`` path or array) to re-estimate the subnet's BatchNorm
             statistics on before materializing. This replaces the supernet's statistics of
             the active channels in place; parity is then checked between the recalibrated
@@ -182,12 +187,13 @@ def export_subnet(
             batch_sizes=(1, batch) if batch != 1 else (1,), seed=seed, samples=samples,
             tolerances=tolerance, providers=providers, module_labels=built.labels,
             specs=specs, reference_outputs=recorded))
-        counts = parameter_counts(plain, exported.unused)
+        counts, slicing = parameter_counts(plain, exported.unused), slicing_conventions(supernet)
         manifest = run.stage("bundle", lambda: write_bundle(
             out_dir, model_path=exported.path, arch=frozen, parity=report.to_dict(),
             samples=_bundle_samples(report, exported), force=force, graph=exported.graph,
             extra={"parameter_count": counts[0], "unused_parameter_count": counts[1],
                    "source_checkpoint_sha256": checkpoint_sha256, "exporter": exporter,
+                   "weights_layout": weights_layout, "slicing_conventions": slicing,
                    "inputs": [s.to_json() for s in specs],
                    "arch_as_given": frozen.source,
                    "unused_parameters": list(exported.unused),

@@ -304,3 +304,40 @@ def test_a_frozen_arch_cannot_change(net, good) -> None:
     import pickle
 
     assert type(copy_module.deepcopy(frozen)) is dict and pickle.loads(pickle.dumps(frozen)) == good
+
+
+# -- probabilities as an arch (NNI's export_probs) -----------------------------------------------
+def _probs(net) -> dict[str, dict[str, float]]:
+    from subnet_export.supernet.walk import iter_supernet_modules
+
+    out: dict = {}
+    for _, module in iter_supernet_modules(net):
+        out.update(module.export_probs(out))
+    return out
+
+
+def test_probabilities_freeze_to_the_most_probable_arch(net, good) -> None:
+    specs = se.search_space(net)
+    nested = {}
+    for label, spec in specs.items():
+        values = spec.candidates
+        if spec.kind == "input":
+            chosen = set(good[label])
+            nested[label] = {str(v): (0.9 if v in chosen else 0.05) for v in values}
+        else:
+            nested[label] = {str(v): (0.9 if v == good[label] else 0.05) for v in values}
+    flat = {f"{label}/{c}": p for label, d in nested.items() for c, p in d.items()}
+    for probs in (nested, flat):
+        frozen = se.freeze(net, probs)
+        assert dict(frozen) == dict(good) and frozen.source == probs
+    assert set(_probs(net)) <= set(specs)
+
+
+def test_probabilities_of_no_candidate_are_arch_errors(net) -> None:
+    probs = _probs(net)
+    with pytest.raises(se.ArchError, match="'w'") as info:
+        se.freeze(net, {**probs, "w": {"12": 1.0}})
+    assert info.value.label == "w"
+    flat = {f"{lb}/{c}": p for lb, d in probs.items() for c, p in d.items()}
+    with pytest.raises(se.ArchError, match="zzz/1"):
+        se.freeze(net, {**flat, "zzz/1": 0.5})

@@ -304,3 +304,25 @@ def test_samples_opset_and_providers_options(tmp_path, arch_file):
     assert backends["ort-cpu"]["tolerance"] == {"atol": 1e-4, "rtol": None, "noise_factor": None}
     assert backends["ort-cpu"]["noise"] == []
     assert json.loads((out / "manifest.json").read_text())["opset"] == 18
+
+
+def test_weights_layout_is_said_on_stderr_and_recorded(tmp_path, arch_file, bundle):
+    """A checkpoint under a Lightning module's prefix, its repeat at ``.blocks.N.`` (NNI's
+    one-shot layout): loaded, and the one line saying so reaches stderr and the manifest."""
+    state = tiny_space.supernet().state_dict()
+    relaid = {"model.model." + k.replace("blocks.", "blocks.blocks.", 1): v
+              for k, v in state.items()}
+    n_blocks = sum(k.startswith("blocks.") for k in state)
+    torch.save(relaid, tmp_path / "nni.pth")
+    out = tmp_path / "b"
+    proc = run("onnx", f"{SPACE}:supernet", "--arch", str(arch_file), "--out", str(out),
+               "--weights", str(tmp_path / "nni.pth"), "--providers", "CPU", "--json")
+    assert proc.returncode == 0, proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("weights: ")]
+    assert len(lines) == 1, proc.stderr
+    note = lines[0].removeprefix("weights: ")
+    assert "stripped 'model.model.'" in note and f"mapped {n_blocks} repeat key(s)" in note
+    summary = json.loads(proc.stdout)
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert summary["weights_layout"] == manifest["extra"]["weights_layout"] == note
+    assert bundle[1]["weights_layout"] is None  # no weights given: nothing to say

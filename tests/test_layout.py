@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "subnet_export"
-STAGE_FOLDERS = {"space", "supernet", "plain", "export", "parity", "recalibrate", "bundle"}
+STAGE_FOLDERS = {"space", "supernet", "plain", "export", "parity", "recalibrate", "bundle",
+                 "sweeps"}
 #: drop-in namespaces for another framework's API: their __init__ re-exports by design
 FRONT_ENDS = {"nni"}
 #: Python modules of the package that must run without torch (the edge side and what it reads).

@@ -16,8 +16,10 @@ from torch import nn
 __all__ = ["ChosenEdges", "LearnedTensor", "SelectInputs", "Zero", "reduce_inputs", "sum_terms"]
 
 
-def reduce_inputs(tensors: Sequence[torch.Tensor], reduction: str) -> torch.Tensor:
-    """Sum, mean or concatenate (dim 1) ``tensors``."""
+def reduce_inputs(tensors: Sequence[torch.Tensor], reduction: str) -> Any:
+    """Sum, mean or concatenate (dim 1) ``tensors``; ``"none"``: the list of them."""
+    if reduction == "none":
+        return list(tensors)
     if len(tensors) == 1:
         return tensors[0]
     if reduction == "concat":

@@ -65,7 +65,8 @@ class Choice(ChoiceExpr):
     """A labelled choice among candidate values (the leaf of every expression).
 
     Args:
-        candidates: the values this choice may take, at least one, no duplicates; JSON scalars.
+        candidates: the values this choice may take, at least one, no duplicates; JSON scalars
+            or tuples of them (an arch file writes a tuple as a JSON list).
         label: the name of the choice in arch dicts. Every use of a label must have the same
             candidates.
     """
@@ -77,10 +78,10 @@ class Choice(ChoiceExpr):
         if not cands:
             raise SearchSpaceError(f"Choice {label!r} has no candidates")
         for c in cands:
-            if not isinstance(c, (int, float, str, bool)):
+            if not _is_json_value(c):
                 raise SearchSpaceError(
                     f"Choice {label!r}: candidate {c!r} is not a JSON scalar "
-                    "(int, float, str, bool)"
+                    "(int, float, str, bool) or a tuple of them"
                 )
         if len(set(map(_key, cands))) != len(cands):
             raise SearchSpaceError(f"Choice {label!r} has duplicate candidates: {cands}")
@@ -98,8 +99,16 @@ class Choice(ChoiceExpr):
         return values[self.label]
 
 
-def _key(v: Any) -> tuple[type, Any]:
+def _is_json_value(v: Any) -> bool:
+    if isinstance(v, tuple):
+        return all(_is_json_value(x) for x in v)
+    return isinstance(v, (int, float, str, bool))
+
+
+def _key(v: Any) -> Any:
     # 1 == True == 1.0 in Python; keep them apart when checking candidates.
+    if isinstance(v, tuple):
+        return (tuple, tuple(_key(x) for x in v))
     return (type(v), v)
 
 

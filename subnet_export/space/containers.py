@@ -1,13 +1,14 @@
 """Search-space containers: layer choice, input choice, edge choice, repeat with elastic depth.
 
 Like the layer placeholders they hold no weights of their own; :func:`se.to_supernet` replaces
-each by its supernet module (``supernet/choices.py``).
+each by its supernet module (``supernet/choices.py``, ``supernet/repeat.py``).
 """
 
 from __future__ import annotations
 
 import copy
 from collections.abc import Callable, Mapping, Sequence
+from typing import ClassVar
 
 from torch import nn
 
@@ -15,7 +16,21 @@ from ..errors import SearchSpaceError
 from .choice import Choice, is_choice
 from .placeholders import Placeholder
 
-__all__ = ["EdgeChoice", "InputChoice", "LayerChoice", "Repeat"]
+__all__ = ["EdgeChoice", "InputChoice", "LayerChoice", "Repeat", "builtin_kind"]
+
+
+def builtin_kind(module: nn.Module) -> type | None:
+    """The container class whose built-in supernet module converts ``module``, if any.
+
+    A container of this file is converted as itself. A subclass is converted by the built-in
+    supernet module only when its own class body says so (``converts_as = LayerChoice``, as the
+    NNI drop-in's classes do); other subclasses (a cell's op choice) bring their own supernet
+    module.
+    """
+    cls = type(module)
+    if cls in (LayerChoice, InputChoice, EdgeChoice, Repeat):
+        return cls
+    return cls.__dict__.get("converts_as")
 
 
 class LayerChoice(Placeholder):
@@ -55,15 +70,22 @@ class InputChoice(Placeholder):
     (along dim 1). The arch value is the sorted list of chosen indices.
     """
 
-    REDUCTIONS = ("sum", "mean", "concat")
+    REDUCTIONS: ClassVar[tuple[str, ...]] = ("sum", "mean", "concat")
+    #: ``n_chosen=None`` (any number of inputs) is allowed (the NNI drop-in's choice)
+    ANY_NUMBER: ClassVar[bool] = False
+    #: a one-of-n choice's arch value is the bare index, as NNI writes it
+    BARE_SINGLE: ClassVar[bool] = False
 
-    def __init__(self, n_candidates: int, n_chosen: int = 1, reduction: str = "sum",
+    def __init__(self, n_candidates: int, n_chosen: int | None = 1, reduction: str = "sum",
                  label: str | None = None) -> None:
         super().__init__()
         if reduction not in self.REDUCTIONS:
             raise SearchSpaceError(
                 f"InputChoice {label!r}: reduction {reduction!r} is not one of {self.REDUCTIONS}")
-        if not 1 <= n_chosen <= n_candidates:
+        if n_chosen is None and not self.ANY_NUMBER:
+            raise SearchSpaceError(f"InputChoice {label!r}: n_chosen must be an int")
+        if type(n_candidates) is not int or n_candidates < 1 or (
+                n_chosen is not None and not 1 <= n_chosen <= n_candidates):
             raise SearchSpaceError(
                 f"InputChoice {label!r}: need 1 <= n_chosen <= n_candidates, "
                 f"got {n_chosen} of {n_candidates}")
@@ -116,7 +138,13 @@ class Repeat(Placeholder):
             changes the next stage's input width); the label stays a depth. A list of them
             makes consecutive stages of one flat block list (Once-for-All's ``blocks.N``):
             stage ``s`` holds the next ``max(depth[s])`` blocks and keeps its first ``d``.
+
+    Subclasses (the NNI drop-in's ``Repeat``) may keep their blocks in a child ``ModuleList``
+    named :attr:`holder` instead of as direct children, and a depth that is an expression.
     """
+
+    #: the child ``ModuleList`` holding the blocks (None: the blocks are direct children)
+    holder: ClassVar[str | None] = None
 
     def __init__(self, blocks: Callable[[int], nn.Module] | Sequence[nn.Module] | nn.Module,
                  depth: int | Choice | Sequence[int | Choice]) -> None:
@@ -145,6 +173,10 @@ class Repeat(Placeholder):
         for i, module in enumerate(modules[:max_depth]):
             self.add_module(str(i), module)
         self.depth = depth
+
+    def block_list(self) -> list[nn.Module]:
+        """The blocks, in order (the largest depth's)."""
+        return list(self._modules[self.holder] if self.holder else self.children())
 
     def is_elastic(self) -> bool:
         stages = self.depth if isinstance(self.depth, (list, tuple)) else [self.depth]

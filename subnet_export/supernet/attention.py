@@ -1,4 +1,7 @@
-"""Elastic multi-head attention: embed dim and number of heads as choices, heads never split."""
+"""Elastic multi-head attention: embed dim and number of heads as choices, heads never split.
+
+A placeholder written with ``convention="nni"`` becomes NNI's attention (``attention_nni``).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +11,8 @@ from torch import nn
 
 from ..errors import SearchSpaceError
 from ..space import placeholders as ph
-from .elastic import ElasticModule
+from .attention_nni import NniMultiheadAttention
+from .elastic_base import ElasticModule
 
 __all__ = ["ElasticMultiheadAttention"]
 
@@ -24,8 +28,22 @@ class ElasticMultiheadAttention(ElasticModule):
 
     placeholder = ph.MultiheadAttention
 
+    @classmethod
+    def mutate(cls, module, name, memo, mutate_kwargs):
+        if type(module) is ph.MultiheadAttention and module.is_elastic():
+            if module.convention == "nni":
+                return NniMultiheadAttention(module.init_args, mutate_kwargs["strategy"], memo)
+            return cls(module.init_args, mutate_kwargs["strategy"], memo)
+        return None
+
     def __init__(self, args, strategy="sampling", memo=None):
         super().__init__(args, strategy, memo)
+        extras = {"add_bias_kv": False, "add_zero_attn": False, "kdim": None, "vdim": None}
+        for key, default in extras.items():
+            if self.args.get(key, default) != default:
+                raise SearchSpaceError(
+                    f"MultiheadAttention: {key}={self.args[key]!r} needs convention='nni' "
+                    "(the native convention slices head by head, without it)")
         combos = self.all_values()
         for v in combos:
             e, h = v["embed_dim"], v["num_heads"]

@@ -1,4 +1,4 @@
-"""Supernet containers: layer choice, input choice, edge choice, repeat with elastic depth."""
+"""Supernet containers: layer choice, input choice, edge choice (the repeat: ``repeat.py``)."""
 
 from __future__ import annotations
 
@@ -8,18 +8,16 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..errors import SearchSpaceError
 from ..plain.modules import ChosenEdges, SelectInputs, reduce_inputs, sum_terms
 from ..space import containers as ph
-from ..space.choice import Choice
 from ..space.spec import ParameterSpec
 from .base import BaseSuperNetModule, DifferentiableMixin
+from .repeat import MixedRepeat as MixedRepeat  # its home before repeat.py (convert imports it)
 from .walk import collect_sub_state, freeze_child
+from .weighted import weighted_sum
 
-__all__ = ["MixedEdgeChoice", "MixedInputChoice", "MixedLayerChoice", "MixedRepeat"]
-
-
-def _weighted_sum(weights: torch.Tensor, outputs: list[torch.Tensor]) -> torch.Tensor:
-    return sum(w * o for w, o in zip(weights, outputs))
+__all__ = ["MixedEdgeChoice", "MixedInputChoice", "MixedLayerChoice"]
 
 
 class _OneLabel(DifferentiableMixin, BaseSuperNetModule):
@@ -40,29 +38,34 @@ class MixedLayerChoice(_OneLabel):
     """One candidate at a time (sampling), or softmax(alpha)-weighted sum of all (DARTS).
 
     The plain module is the chosen candidate, placed where the choice was; its keys have no
-    candidate name in them.
+    candidate name in them. Candidates may return tuples or dicts: the mixture is taken element
+    by element.
     """
 
     def __init__(self, candidates: dict[str, nn.Module], label: str, strategy: str = "sampling",
-                 memo: dict | None = None) -> None:
+                 memo: dict | None = None, *, prior: Sequence[float] | None = None,
+                 convention: str = "native") -> None:
         super().__init__(strategy)
         for key, module in candidates.items():
             self.add_module(key, module)
         self.names = list(candidates)
-        self.label = label
+        self.label, self.convention = label, convention
+        self.prior = None if prior is None else tuple(prior)
         self._arch = {label: self.names[0]}
         if strategy == "differentiable":
             self.init_alphas({label: len(self.names)}, memo if memo is not None else {})
 
     @classmethod
     def mutate(cls, module, name, memo, mutate_kwargs):
-        if type(module) is ph.LayerChoice:
+        if ph.builtin_kind(module) is ph.LayerChoice:
             return cls(dict(module.named_children()), module.label or name,
-                       mutate_kwargs["strategy"], memo)
+                       mutate_kwargs["strategy"], memo, prior=getattr(module, "spec_prior", None),
+                       convention=module.convention)
         return None
 
     def search_space_spec(self):
-        return {self.label: ParameterSpec(self.label, "layer", tuple(self.names))}
+        return {self.label: ParameterSpec(self.label, "layer", tuple(self.names),
+                                          prior=self.prior)}
 
     def _argmax(self, label):
         return self.names[int(self.alpha(label).argmax())]
@@ -74,7 +77,8 @@ class MixedLayerChoice(_OneLabel):
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         if self.mixing():
             weights = torch.softmax(self.alpha(self.label), -1)
-            return _weighted_sum(weights, [self._modules[n](*args, **kwargs) for n in self.names])
+            return weighted_sum([self._modules[n](*args, **kwargs) for n in self.names],
+                                list(weights))
         return self.chosen()(*args, **kwargs)
 
     def freeze(self, memo):
@@ -87,41 +91,63 @@ class MixedLayerChoice(_OneLabel):
 class MixedInputChoice(_OneLabel):
     """``n_chosen`` of ``n_candidates`` inputs (sampling), or their softmax-weighted sum (DARTS).
 
-    Differentiable export keeps the ``n_chosen`` inputs with the largest weights.
+    Differentiable export keeps the ``n_chosen`` inputs with the largest weights (all of them
+    for ``n_chosen=None``, as NNI's ``DifferentiableMixedInput``). ``bare``: a one-of-n choice's
+    value is the index itself (NNI's export). ``reduction="none"`` returns the list of chosen
+    inputs; its mixture (one input chosen) is the list of the one weighted sum.
     """
 
-    def __init__(self, n_candidates: int, n_chosen: int, reduction: str, label: str,
-                 strategy: str = "sampling", memo: dict | None = None) -> None:
+    def __init__(self, n_candidates: int, n_chosen: int | None, reduction: str, label: str,
+                 strategy: str = "sampling", memo: dict | None = None, *, bare: bool = False,
+                 prior: Sequence[float] | None = None, convention: str = "native") -> None:
         super().__init__(strategy)
         self.n_candidates, self.n_chosen, self.reduction = n_candidates, n_chosen, reduction
-        self.label = label
-        self._arch = {label: list(range(n_chosen))}
+        self.label, self.bare, self.convention = label, bare and n_chosen == 1, convention
+        self.prior = None if prior is None else tuple(prior)
+        if strategy == "differentiable" and convention == "nni" and (
+                reduction == "concat" or (reduction == "none" and n_chosen != 1)):
+            raise SearchSpaceError(
+                f"input choice {label!r}: a differentiable supernet mixes the inputs by their "
+                f"weights, so it takes reduction 'sum' or 'mean' (or 'none' with n_chosen=1), "
+                f"not {reduction!r} with n_chosen={n_chosen} (NNI's DARTS refuses it too)")
+        self._arch = {label: self._argmax_of(list(range(n_candidates)))}
         if strategy == "differentiable":
             self.init_alphas({label: n_candidates}, memo if memo is not None else {})
 
     @classmethod
     def mutate(cls, module, name, memo, mutate_kwargs):
-        if type(module) is ph.InputChoice:
+        if ph.builtin_kind(module) is ph.InputChoice:
             return cls(module.n_candidates, module.n_chosen, module.reduction,
-                       module.label or name, mutate_kwargs["strategy"], memo)
+                       module.label or name, mutate_kwargs["strategy"], memo,
+                       bare=module.BARE_SINGLE, prior=getattr(module, "spec_prior", None),
+                       convention=module.convention)
         return None
 
     def search_space_spec(self):
         return {self.label: ParameterSpec(self.label, "input", tuple(range(self.n_candidates)),
-                                          self.n_chosen)}
+                                          self.n_chosen, self.bare, prior=self.prior)}
+
+    def _argmax_of(self, ranked: list[int]) -> list[int] | int:
+        chosen = sorted(ranked[:self.n_chosen])
+        return chosen[0] if self.bare else chosen
 
     def _argmax(self, label):
-        return sorted(self.alpha(label).topk(self.n_chosen).indices.tolist())
+        return self._argmax_of(torch.argsort(-self.alpha(label).detach()).tolist())
+
+    def indices(self, arch: Mapping[str, Any] | None = None) -> list[int]:
+        """The chosen input indices under ``arch`` (default: what the forward uses now)."""
+        value = self.choice(arch)
+        return [value] if isinstance(value, int) else list(value)
 
     def forward(self, inputs):
         if self.mixing():
             weights = torch.softmax(self.alpha(self.label), -1)
-            return _weighted_sum(weights, list(inputs))
-        return reduce_inputs([inputs[i] for i in self.choice()],
-                             self.reduction)
+            mixed = weighted_sum(list(inputs), list(weights))
+            return [mixed] if self.reduction == "none" else mixed
+        return reduce_inputs([inputs[i] for i in self.indices()], self.reduction)
 
     def freeze(self, memo):
-        return SelectInputs(self.choice(memo), self.reduction)
+        return SelectInputs(self.indices(memo), self.reduction)
 
     def _save_to_sub_state_dict(self, dest, prefix, keep_vars):
         pass  # no tensors
@@ -166,7 +192,8 @@ class MixedEdgeChoice(_OneLabel):
     def forward(self, inputs):
         if self.mixing():
             weights = torch.softmax(self.alpha(self.label), -1)
-            return _weighted_sum(weights, [self.edge(j)(inputs[j]) for j in range(self.n_edges)])
+            return weighted_sum([self.edge(j)(inputs[j]) for j in range(self.n_edges)],
+                                list(weights))
         return sum_terms([(self.edge(j), inputs[j]) for j in self.choice()])
 
     def freeze(self, memo):
@@ -178,79 +205,3 @@ class MixedEdgeChoice(_OneLabel):
     def _save_to_sub_state_dict(self, dest, prefix, keep_vars):
         for k, j in enumerate(self.choice()):
             collect_sub_state(self.edge(j), dest, f"{prefix}ops.{k}.", keep_vars)
-
-
-class MixedRepeat(DifferentiableMixin, BaseSuperNetModule):
-    """Blocks repeated an elastic number of times, in one stage or several of one flat list.
-
-    Sampling: the first ``d`` blocks of every stage. Differentiable: per stage, a
-    softmax-weighted sum of the outputs at each candidate depth. The plain module is an
-    ``nn.Sequential`` of the kept blocks numbered consecutively (one stage: the block indices
-    are kept, so keys match; several: the layout of Once-for-All's ``get_active_subnet``).
-    """
-
-    def __init__(self, blocks: list[nn.Module], depth: Choice | Sequence[int | Choice],
-                 strategy: str = "sampling", memo: dict | None = None) -> None:
-        super().__init__(strategy)
-        for i, block in enumerate(blocks):
-            self.add_module(str(i), block)
-        self.stages: list[tuple[int, int | Choice]] = []  # (first block, depth)
-        start = 0
-        for d in (list(depth) if isinstance(depth, (list, tuple)) else [depth]):
-            self.stages.append((start, d))
-            start += max(d.candidates) if isinstance(d, Choice) else d
-        self.depth_choices = {d.label: d for _, d in self.stages if isinstance(d, Choice)}
-        self._arch = {lb: c.candidates[0] for lb, c in self.depth_choices.items()}
-        if strategy == "differentiable":
-            self.init_alphas({lb: len(c.candidates) for lb, c in self.depth_choices.items()},
-                             memo if memo is not None else {})
-
-    @classmethod
-    def mutate(cls, module, name, memo, mutate_kwargs):
-        if type(module) is ph.Repeat and module.is_elastic():
-            return cls(list(module.children()), module.depth, mutate_kwargs["strategy"], memo)
-        return None
-
-    def search_space_spec(self):
-        return {lb: ParameterSpec(lb, "depth", c.candidates)
-                for lb, c in self.depth_choices.items()}
-
-    def _argmax(self, label):
-        return self.depth_choices[label].candidates[int(self.alpha(label).argmax())]
-
-    def active(self, arch: Mapping[str, Any] | None = None) -> list[tuple[nn.Module, tuple]]:
-        """(block, labels that chose it) for the first ``d`` blocks of every stage."""
-        arch = self.current_arch() if arch is None else arch
-        out = []
-        for start, d in self.stages:
-            n, labels = (arch[d.label], (d.label,)) if isinstance(d, Choice) else (d, ())
-            out += [(self._modules[str(start + i)], labels) for i in range(n)]
-        return out
-
-    def forward(self, x):
-        if not self.mixing():
-            for block, _ in self.active():
-                x = block(x)
-            return x
-        for start, d in self.stages:
-            depths = d.candidates if isinstance(d, Choice) else (d,)
-            outputs, out = {}, x
-            for i in range(max(depths) + 1):
-                if i in depths:
-                    outputs[i] = out
-                if i < max(depths):
-                    out = self._modules[str(start + i)](out)
-            if isinstance(d, Choice):
-                weights = torch.softmax(self.alpha(d.label), -1)
-                x = _weighted_sum(weights, [outputs[k] for k in depths])
-            else:
-                x = out
-        return x
-
-    def freeze(self, memo):
-        return nn.Sequential(*(freeze_child(b, memo, str(i), labels)
-                               for i, (b, labels) in enumerate(self.active(memo))))
-
-    def _save_to_sub_state_dict(self, dest, prefix, keep_vars):
-        for i, (block, _) in enumerate(self.active()):
-            collect_sub_state(block, dest, f"{prefix}{i}.", keep_vars)

@@ -17,7 +17,7 @@ from .elastic import ElasticConv2d, ElasticLinear, ElasticParameter
 from .norm import ElasticBatchNorm2d, ElasticLayerNorm
 from .walk import collect_specs
 
-__all__ = ["DEFAULT_HOOKS", "to_supernet"]
+__all__ = ["DEFAULT_HOOKS", "register_hooks", "to_supernet"]
 
 #: The supernet module classes whose ``mutate`` hooks ``to_supernet`` tries, in order.
 DEFAULT_HOOKS: tuple[type[BaseSuperNetModule], ...] = (
@@ -25,6 +25,24 @@ DEFAULT_HOOKS: tuple[type[BaseSuperNetModule], ...] = (
     ElasticLinear, ElasticBatchNorm2d, ElasticLayerNorm, ElasticMultiheadAttention,
     ElasticParameter,
 )
+
+#: supernet module classes added by front ends (``subnet_export.nni`` registers its cells' on
+#: import), tried after a call's own ``hooks`` and before the built-in ones
+_REGISTERED: list[type[BaseSuperNetModule]] = []
+
+
+def register_hooks(*classes: type[BaseSuperNetModule]) -> None:
+    """Make every later ``to_supernet`` call try these classes' ``mutate`` hooks too.
+
+    For placeholders defined outside ``subnet_export.supernet`` (a front end's own containers),
+    whose package imports this one, so that this module need not import theirs. Registering a
+    class twice keeps one entry.
+    """
+    for cls in classes:
+        if not (isinstance(cls, type) and issubclass(cls, BaseSuperNetModule)):
+            raise TypeError(f"{cls!r} is not a BaseSuperNetModule subclass")
+        if cls not in _REGISTERED:
+            _REGISTERED.append(cls)
 
 
 def to_supernet(space: nn.Module, strategy: str = "sampling", *,
@@ -35,7 +53,8 @@ def to_supernet(space: nn.Module, strategy: str = "sampling", *,
         space: the search space (a module tree with ``se.*`` placeholders and choices).
         strategy: ``"sampling"`` (SPOS / Once-for-All) or ``"differentiable"`` (DARTS).
         hooks: supernet module classes whose ``mutate`` classmethods are tried in order
-            before the built-in ones (for user-defined supernet modules).
+            before the registered (register_hooks) and built-in ones (for user-defined supernet
+            modules).
 
     Returns:
         The supernet (``space`` itself, unless ``space`` is a placeholder).
@@ -49,7 +68,7 @@ def to_supernet(space: nn.Module, strategy: str = "sampling", *,
     if isinstance(space, BaseSuperNetModule) or any(
             isinstance(m, BaseSuperNetModule) for m in space.modules()):
         raise SearchSpaceError("this module is already a supernet; call to_supernet once")
-    all_hooks = list(hooks or ()) + list(DEFAULT_HOOKS)
+    all_hooks = list(hooks or ()) + _REGISTERED + list(DEFAULT_HOOKS)
     memo: dict = {}
     kwargs = {"strategy": strategy}
     root = _convert(space, "", memo, all_hooks, kwargs)

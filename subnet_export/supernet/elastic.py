@@ -1,14 +1,12 @@
-"""Elastic supernet modules: the base class, Conv2d, Linear, Parameter.
+"""Elastic supernet modules: Conv2d, Linear, Parameter (the base class is in ``elastic_base``).
 
 Each module computes its active (sliced) tensors in one place, ``active_params``, which serves
 the supernet forward, ``_save_to_sub_state_dict`` and the differentiable mixture alike, so the
-supernet path and the materialized module cannot drift apart.
+supernet path and the materialized module cannot drift apart. A placeholder written with
+``convention="nni"`` becomes NNI's layer instead (``nni_layers``).
 """
 
 from __future__ import annotations
-
-from collections.abc import Mapping
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -17,119 +15,10 @@ from torch import nn
 from ..errors import SearchSpaceError
 from ..plain.modules import LearnedTensor
 from ..space import placeholders as ph
-from ..space.choice import assignments, evaluate, leaves
-from ..space.spec import ParameterSpec
-from .base import BaseSuperNetModule, DifferentiableMixin
-from .walk import copy_slice
+from .elastic_base import ElasticModule, centre, check_positive
+from .nni_layers import NniConv2d, NniLinear
 
-__all__ = ["ElasticConv2d", "ElasticLinear", "ElasticModule", "ElasticParameter",
-           "check_positive"]
-
-
-class ElasticModule(DifferentiableMixin, BaseSuperNetModule):
-    """A torch layer whose constructor arguments may be choices."""
-
-    placeholder: type[ph.Placeholder]
-
-    def __init__(self, args: Mapping[str, Any], strategy: str = "sampling",
-                 memo: dict | None = None) -> None:
-        super().__init__(strategy)
-        self.args = dict(args)
-        choices = leaves(list(self.args.values()))
-        self._spec = {lb: ParameterSpec(lb, "value", c.candidates) for lb, c in choices.items()}
-        self._choices = choices
-        self._arch = {lb: c.candidates[0] for lb, c in choices.items()}
-        if strategy == "differentiable":
-            self.init_alphas({lb: len(c.candidates) for lb, c in choices.items()},
-                             memo if memo is not None else {})
-        self._max_assignment = {lb: max(c.candidates) for lb, c in choices.items()}
-
-    @classmethod
-    def mutate(cls, module, name, memo, mutate_kwargs):
-        if type(module) is cls.placeholder and module.is_elastic():
-            return cls(module.init_args, mutate_kwargs["strategy"], memo)
-        return None
-
-    def search_space_spec(self) -> dict[str, ParameterSpec]:
-        return dict(self._spec)
-
-    def _argmax(self, label: str) -> Any:
-        return self._spec[label].candidates[int(self.alpha(label).argmax())]
-
-    def values(self, arch: Mapping[str, Any] | None = None) -> dict[str, Any]:
-        """The constructor arguments evaluated under ``arch`` (default: the current arch)."""
-        arch = self.current_arch() if arch is None else arch
-        return {k: evaluate(v, arch) for k, v in self.args.items()}
-
-    def all_values(self) -> list[dict[str, Any]]:
-        """The evaluated arguments under every combination of this module's labels."""
-        return [self.values(a) for a in assignments(self._choices)]
-
-    def mixed_params(self) -> dict[str, torch.Tensor | None]:
-        """Differentiable forward: sum over label combinations of p(combo) * padded params."""
-        total: dict[str, Any] = {}
-        for arch in assignments(self._choices):
-            p = 1.0
-            for label, value in arch.items():
-                probs = torch.softmax(self.alpha(label), -1)
-                p = p * probs[self._spec[label].candidates.index(value)]
-            for key, t in self.active_params(self.values(arch)).items():
-                if t is None:
-                    total[key] = None
-                    continue
-                padded = self.embed(key, t)
-                total[key] = p * padded if key not in total else total[key] + p * padded
-        return total
-
-    def forward_values(self) -> dict[str, Any]:
-        """The evaluated arguments a forward uses: the active arch's, or the largest.
-
-        The largest under the differentiable mixture, which runs at full width.
-        """
-        return self.values(self._max_assignment) if self.mixing() else self.values()
-
-    def forward_params(self) -> tuple[dict[str, Any], dict[str, torch.Tensor | None]]:
-        """(evaluated arguments, tensors) for this forward: the active path or the mixture.
-
-        Layers whose mixture is not a weighted sum of tensors (the norms, attention) run the
-        active tensors of :meth:`forward_values` instead: see their ``forward``.
-        """
-        v = self.forward_values()
-        return v, self.mixed_params() if self.mixing() else self.active_params(v)
-
-    def _save_to_sub_state_dict(self, dest, prefix, keep_vars):
-        for key, t in self.active_params(self.values()).items():
-            if t is not None:
-                dest[prefix + key] = copy_slice(t)
-
-    def _embed_front(self, key: str, t: torch.Tensor) -> torch.Tensor:
-        # Zero-pad a first-k slice back to the full tensor's shape.
-        full = getattr(self, key)
-        out = full.new_zeros(full.shape)
-        out[tuple(slice(0, s) for s in t.shape)] = t
-        return out
-
-    embed = _embed_front
-
-    # Subclasses
-    def active_params(self, v: Mapping[str, Any]) -> dict[str, torch.Tensor | None]:
-        raise NotImplementedError
-
-
-def centre(full: int, k: int) -> slice:
-    """The centred window of ``k`` in ``full``, an odd extra row at the end.
-
-    The one rule for cropping a kernel and for putting a cropped one back.
-    """
-    start = (full - k) // 2
-    return slice(start, start + k)
-
-
-def check_positive(module: str, v: Mapping[str, Any], keys: tuple[str, ...]) -> None:
-    """Raise :class:`SearchSpaceError` unless ``v[key]`` is a positive int for every key."""
-    for key in keys:
-        if type(v[key]) is not int or v[key] <= 0:
-            raise SearchSpaceError(f"{module}: {key} evaluates to {v[key]!r}; need a positive int")
+__all__ = ["ElasticConv2d", "ElasticLinear", "ElasticParameter"]
 
 
 class ElasticConv2d(ElasticModule):
@@ -186,6 +75,8 @@ class ElasticConv2d(ElasticModule):
     @classmethod
     def mutate(cls, module, name, memo, mutate_kwargs):
         if type(module) is ph.Conv2d and module.is_elastic():
+            if module.convention == "nni":
+                return NniConv2d(module.init_args, mutate_kwargs["strategy"], memo)
             return cls(module.init_args, mutate_kwargs["strategy"], memo, module.kernel_transform)
         return None
 
@@ -248,6 +139,14 @@ class ElasticLinear(ElasticModule):
     """Supernet ``Linear``: the first ``out_features`` rows and ``in_features`` columns."""
 
     placeholder = ph.Linear
+
+    @classmethod
+    def mutate(cls, module, name, memo, mutate_kwargs):
+        if type(module) is ph.Linear and module.is_elastic():
+            if module.convention == "nni":
+                return NniLinear(module.init_args, mutate_kwargs["strategy"], memo)
+            return cls(module.init_args, mutate_kwargs["strategy"], memo)
+        return None
 
     def __init__(self, args, strategy="sampling", memo=None):
         super().__init__(args, strategy, memo)

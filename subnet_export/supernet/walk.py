@@ -30,6 +30,7 @@ __all__ = [
     "freeze_module",
     "iter_supernet_modules",
     "label_modules",
+    "slicing_conventions",
     "sub_state_dict",
 ]
 
@@ -210,4 +211,18 @@ def label_modules(root: nn.Module) -> dict[str, list[str]]:
             paths = out.setdefault(label, [])
             if name not in paths:
                 paths.append(name)
+    return out
+
+
+def slicing_conventions(root: nn.Module) -> dict[str, list[str]]:
+    """``{convention: module paths}`` of the elastic layers: which rules sliced the weights.
+
+    ``"native"`` is this project's (attention heads never split), ``"nni"`` NNI 2.10's (the
+    first rows of q, k and v; per-dimension DARTS mixing), set by ``subnet_export.nni`` layers.
+    """
+    out: dict[str, list[str]] = {}
+    for name, module in root.named_modules():
+        convention = getattr(module, "convention", None)
+        if isinstance(module, BaseSuperNetModule) and isinstance(convention, str):
+            out.setdefault(convention, []).append(name or "<root>")
     return out

@@ -147,3 +147,14 @@ def test_choice_has_no_truth_value(w) -> None:
     # `if w > 16:` in a space would silently take one branch; it must fail loudly instead.
     with pytest.raises(TypeError, match="compose"):
         bool(w)
+
+
+def test_tuple_candidates() -> None:
+    c = se.Choice([(6, 3), (8, 5)], label="shape")
+    assert c.candidates == ((6, 3), (8, 5))
+    assert possible_values(c) == [(6, 3), (8, 5)]
+    with pytest.raises(se.SearchSpaceError, match="duplicate"):
+        se.Choice([(1, 2), (1, 2)], label="x")
+    assert len(se.Choice([(1, 2), (1.0, 2)], label="x").candidates) == 2  # JSON types apart
+    with pytest.raises(se.SearchSpaceError, match="JSON scalar"):
+        se.Choice([(1, [2])], label="x")

@@ -86,3 +86,38 @@ def test_spec_is_frozen_and_comparable() -> None:
     assert a != se.ParameterSpec("w", "depth", (1, 2))
     with pytest.raises(AttributeError):
         a.label = "v"  # type: ignore[misc]
+
+
+# -- tuple candidates, NNI's input choices, priors ------------------------------------------------
+def test_tuple_candidates_take_json_lists() -> None:
+    spec = se.ParameterSpec("shape", "value", ((6, 3), (8, 5)))
+    assert spec.validate([8, 5]) == (8, 5) and spec.validate((6, 3)) == (6, 3)
+    assert spec.to_json()["candidates"] == [(6, 3), (8, 5)]
+    for bad in ([8, 5.0], [8], 8, [6, True]):
+        with pytest.raises(se.ArchError):
+            spec.validate(bad)
+
+
+def test_bare_input_spec_is_an_index() -> None:
+    spec = se.ParameterSpec("skip", "input", (0, 1, 2), 1, bare=True)
+    assert spec.values() == [0, 1, 2] and spec.size == 3
+    assert spec.validate(2) == 2 and spec.validate([1]) == 1
+    for bad in ([0, 1], 3, True, [], "1"):
+        with pytest.raises(se.ArchError):
+            spec.validate(bad)
+    assert spec.to_json()["bare"] is True
+
+
+def test_any_number_input_spec() -> None:
+    spec = se.ParameterSpec("pick", "input", (0, 1, 2), None)
+    assert spec.size == 7 and len(spec.values()) == 7 and [0, 1, 2] in spec.values()
+    assert spec.validate([2, 0]) == [0, 2] and spec.validate(1) == [1]
+    assert spec.to_json()["n_chosen"] is None and "any number" in spec.describe()
+    for bad in ([], [0, 0], [3]):
+        with pytest.raises(se.ArchError):
+            spec.validate(bad)
+
+
+def test_prior_is_not_part_of_equality() -> None:
+    a = se.ParameterSpec("w", "value", (1, 2), prior=(0.2, 0.8))
+    assert a == se.ParameterSpec("w", "value", (1, 2)) and a.to_json()["prior"] == [0.2, 0.8]

@@ -353,3 +353,112 @@ def test_choice_attribute_expression_in_plain_model() -> None:
     for arch in every_arch(se.search_space(net)):
         plain = assert_plain_contract(net, arch, torch.randn(2, 4))
         assert plain.mix.groups == arch["a"] * arch["b"]
+
+
+def test_registered_hooks_convert_their_placeholders():
+    from torch import nn as tnn
+
+    from subnet_export.space.placeholders import Placeholder
+    from subnet_export.supernet import convert
+
+    class Doubler(Placeholder):
+        def is_elastic(self):
+            return True
+
+    class MixedDoubler(se.BaseSuperNetModule):
+        @classmethod
+        def mutate(cls, module, name, memo, mutate_kwargs):
+            return cls() if type(module) is Doubler else None
+
+        def search_space_spec(self):
+            return {}
+
+        def forward(self, x):
+            return 2 * x
+
+    space = tnn.Sequential(Doubler())
+    with pytest.raises(se.SearchSpaceError, match="no supernet module accepts Doubler"):
+        se.to_supernet(space)
+    convert.register_hooks(MixedDoubler)
+    convert.register_hooks(MixedDoubler)
+    try:
+        assert convert._REGISTERED.count(MixedDoubler) == 1
+        net = se.to_supernet(tnn.Sequential(Doubler()))
+        assert isinstance(net[0], MixedDoubler)
+        with pytest.raises(TypeError, match="not a BaseSuperNetModule"):
+            convert.register_hooks(tnn.ReLU)
+    finally:
+        convert._REGISTERED.remove(MixedDoubler)
+
+
+# -- containers of front ends (the NNI drop-in), structured mixtures ----------------------------
+def test_weighted_sum_mixes_tensors_tuples_and_dicts():
+    # NNI 2.10's test_weighted_sum, through ours
+    from subnet_export.supernet.weighted import weighted_sum
+
+    weights = [0.1, 0.2, 0.7]
+    assert abs(weighted_sum([1, 2, 3], weights) - 2.6) < 1e-6
+    items = [torch.full((2, 3, 5), float(i)) for i in (1, 2, 3)]
+    assert abs(weighted_sum(items, weights).flatten()[0].item() - 2.6) < 1e-6
+    res = weighted_sum([(1, 2), (3, 4), (5, 6)], weights)
+    assert isinstance(res, list) and res == pytest.approx([4.2, 5.2])
+    res = weighted_sum([{"a": i, "b": torch.full((2,), float(i))} for i in (1, 2, 3)], weights)
+    assert res["a"] == pytest.approx(2.6) and res["b"].shape == (2,)
+    for bad in (["a", "b", "c"], [torch.randn(2, 3, i) for i in (1, 2, 3)],
+                [(1, 2), (3, 4), (5, 6, 7)], []):
+        with pytest.raises(se.SearchSpaceError):
+            weighted_sum(bad, weights if bad else [])
+
+
+def test_only_declared_subclasses_are_converted_by_the_built_in_modules():
+    from subnet_export.space import containers
+
+    class Opted(containers.LayerChoice):
+        converts_as = containers.LayerChoice
+
+    class Other(containers.LayerChoice):
+        pass
+
+    ops = {"a": nn.Linear(2, 2), "b": nn.Identity()}
+    net = se.to_supernet(nn.Sequential(Opted(dict(ops), label="x")))
+    assert isinstance(net[0], se.BaseSuperNetModule) and se.search_space(net)["x"].kind == "layer"
+    with pytest.raises(se.SearchSpaceError, match="no supernet module accepts"):
+        se.to_supernet(nn.Sequential(Other(dict(ops), label="x")))
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+def test_repeat_in_a_holder_keeps_the_level_in_the_supernet_only(strategy):
+    from subnet_export.space import containers
+
+    class Held(containers.Repeat):
+        converts_as = containers.Repeat
+        holder = "blocks"
+
+        def __init__(self, blocks, depth):
+            super().__init__(blocks, depth)
+            self.blocks = nn.ModuleList(list(self._modules.values()))
+            for key in [k for k in self._modules if k != "blocks"]:
+                del self._modules[key]
+
+    d = se.Choice([1, 2, 3], label="d")
+    net = se.to_supernet(nn.Sequential(nn.Linear(3, 4), Held(lambda i: nn.Linear(4, 4), d)),
+                         strategy)
+    assert [k for k in net.state_dict() if "_arch_alpha" not in k][2] == "1.blocks.0.weight"
+    for arch in every_arch(se.search_space(net)):
+        plain = assert_plain_contract(net, arch, torch.randn(2, 3))
+        assert list(plain.state_dict())[-1] == f"1.{arch['d'] - 1}.bias"
+
+
+def test_input_choice_reduction_none_returns_the_list():
+    from subnet_export.space import containers
+
+    class Listed(containers.InputChoice):
+        converts_as = containers.InputChoice
+        REDUCTIONS = ("sum", "none")
+
+    net = se.to_supernet(nn.Sequential(Listed(3, 2, "none", label="i")))
+    xs = [torch.full((1,), float(k)) for k in range(3)]
+    plain = se.materialize(net, {"i": [2, 0]})
+    assert plain[0](xs) == [xs[0], xs[2]]
+    with se.fixed_arch(net, {"i": [0, 1]}):
+        assert net[0](xs) == [xs[0], xs[1]]

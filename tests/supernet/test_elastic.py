@@ -333,3 +333,64 @@ def test_kernel_transform_in_ofa_layout() -> None:
             assert torch.equal(ofa(x), a(x))
     with pytest.raises(se.SearchSpaceError, match="kernel_transform"):
         se.to_supernet(Single(se.Conv2d(4, 4, k, kernel_transform="tf")))
+
+
+# -- conventions -----------------------------------------------------------------------------------
+_NNI_LAYERS = [
+    ("Conv2d", lambda cv: se.Conv2d(3, _out, _k, padding=_k // 2, convention=cv), "NniConv2d"),
+    ("Linear", lambda cv: se.Linear(_fin, _fout, convention=cv), "NniLinear"),
+    ("BatchNorm2d", lambda cv: se.BatchNorm2d(_nf, convention=cv), "ElasticBatchNorm2d"),
+    ("LayerNorm", lambda cv: se.LayerNorm(_nf, convention=cv), "ElasticLayerNorm"),
+    ("MultiheadAttention", lambda cv: se.MultiheadAttention(_e, 2, convention=cv),
+     "NniMultiheadAttention"),
+]
+
+
+@pytest.mark.parametrize("strategy", STRATEGIES)
+@pytest.mark.parametrize(("layer", "make", "nni_class"), _NNI_LAYERS,
+                         ids=[c[0] for c in _NNI_LAYERS])
+def test_convention_reaches_the_supernet_module(layer, make, nni_class, strategy) -> None:
+    native = se.to_supernet(Single(make("native")), strategy).m
+    nni = se.to_supernet(Single(make("nni")), strategy).m
+    assert (native.convention, nni.convention) == ("native", "nni")
+    assert type(native).__name__ == f"Elastic{layer}"
+    assert type(nni).__name__ == nni_class
+
+
+def test_every_case_is_native_by_default() -> None:
+    for case in CASES:
+        net = supernet(case, "sampling")
+        assert [m.convention for m in net.modules() if hasattr(m, "active_params")] == ["native"]
+
+
+def test_unknown_convention_is_refused() -> None:
+    with pytest.raises(se.SearchSpaceError, match="convention"):
+        se.Linear(_fin, 4, convention="ofa")
+
+
+def test_native_attention_refuses_what_it_does_not_slice() -> None:
+    with pytest.raises(se.SearchSpaceError, match="convention='nni'"):
+        se.to_supernet(Single(se.MultiheadAttention(_e, 2, kdim=5)))
+
+
+def test_native_and_nni_attention_layouts() -> None:
+    # Same arguments, two parameter layouts: the native one keeps head blocks of D_max dims,
+    # NNI's is nn.MultiheadAttention's at the largest size (so NNI checkpoints load).
+    native = se.to_supernet(Single(se.MultiheadAttention(_e, _h))).m
+    nni = se.to_supernet(Single(se.MultiheadAttention(_e, _h, convention="nni"))).m
+    ref = nn.MultiheadAttention(16, 4)
+    assert {k: v.shape for k, v in nni.state_dict().items()} == {
+        k: v.shape for k, v in ref.state_dict().items()}
+    assert "out_proj_weight" in native.state_dict()
+
+
+def test_nni_distribution_is_nnis_traverse_all_options() -> None:
+    # NNI's own example (test_valuechoice_utils): exp * 2 + add + exp, with fixed weights.
+    from subnet_export.supernet.mixing import distribution
+    exp, add = se.Choice([3, 4, 6], label="exp"), se.Choice([0, 1], label="add")
+    dist = distribution(exp * 2 + add + exp, {"exp": torch.tensor([0.5, 0.3, 0.2]),
+                                               "add": torch.tensor([0.4, 0.6])})
+    expected = {9: 0.2, 10: 0.3, 12: 0.12, 13: 0.18, 18: 0.08, 19: 0.12}
+    assert [v for v, _ in dist] == sorted(expected)
+    for value, weight in dist:
+        assert abs(float(weight) - expected[value]) < 1e-6

@@ -289,3 +289,10 @@ class DepthMismatch(nn.Module):
 def test_depth_label_with_another_meaning_is_refused(strategy: str, how: str) -> None:
     with pytest.raises(se.SearchSpaceError, match="'d'"):
         se.to_supernet(DepthMismatch(how), strategy=strategy)
+
+
+def test_parameter_is_native() -> None:
+    # Parameter has no NNI counterpart: it slices by the native rule and says so.
+    net = build(TokenSpace(), "sampling")
+    assert {m.convention for m in net.modules() if type(m).__name__ == "ElasticParameter"} == {
+        "native"}
