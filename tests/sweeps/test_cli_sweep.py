@@ -95,9 +95,13 @@ def test_a_signal_mid_sweep_leaves_no_partial_bundle(tmp_path, sig, code, word):
     deadline = time.monotonic() + 180
 
     def second_under_way() -> bool:
+        # the first arch is done (its bundle is in place and its row logged) and the work
+        # folder of another bundle exists: the signal then lands inside the second export
         names = [p.name for p in out.iterdir()] if out.is_dir() else []
-        return any(n.startswith("subnet-") for n in names) and any(
-            n.startswith(".subnet-") for n in names)
+        done = {n for n in names if n.startswith("subnet-")}
+        logged = out / "index.jsonl"
+        return bool(done) and logged.is_file() and bool(logged.read_text().strip()) and any(
+            n.startswith(".subnet-") and n[1:].split(".")[0] not in done for n in names)
 
     while not second_under_way() and time.monotonic() < deadline and proc.poll() is None:
         time.sleep(0.02)
