@@ -17,6 +17,7 @@ from .archs import SweepEntry, entries_from, read_archs, sample_entries
 from .index import IndexWriter, previous_rows
 from .job import SweepOptions, export_one
 from .naming import bundle_key, bundle_name, state_digest
+from .report import write_report
 from .resume import reusable
 
 __all__ = ["ROW_DEFAULTS", "SweepResult", "sweep"]
@@ -145,6 +146,8 @@ def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[An
                      checkpoint_sha256=sha, workers=workers, on_done=on_done)
     finally:
         rows = writer.close()
+    # after the finally: a report that cannot be drawn never hides the sweep's own exception
+    write_report(out, {**header, "complete": len(rows) == len(entries), "rows": rows})
     return SweepResult(out, rows, len(rows) == len(entries))
 
 

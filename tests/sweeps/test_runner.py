@@ -12,6 +12,7 @@ import pytest
 from subnet_export.bundle.hashing import digest_file
 from subnet_export.bundle.verify import verify_bundle
 from subnet_export.sweeps.index import INDEX_JSON, INDEX_JSONL
+from subnet_export.sweeps.report import REPORT_NAME
 from subnet_export.sweeps.runner import ROW_DEFAULTS, sweep
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
@@ -79,7 +80,10 @@ def test_the_same_arch_twice_is_one_bundle(swept):
     assert rows[0]["bundle"] == rows[3]["bundle"] and rows[3]["duplicate_of"] == 0
     bundles = {r["bundle"] for r in rows if r["bundle"]}
     assert len(bundles) == 3
-    assert sorted(p.name for p in out.iterdir()) == sorted([*bundles, INDEX_JSON, INDEX_JSONL])
+    assert sorted(p.name for p in out.iterdir()) == sorted(
+        [*bundles, INDEX_JSON, INDEX_JSONL, REPORT_NAME])
+    report = (out / REPORT_NAME).read_text(encoding="utf-8")
+    assert all(f"{b}/manifest.json" in report for b in bundles)
 
 
 def test_rows_match_their_bundles(swept):
