@@ -145,7 +145,12 @@ def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[An
                      weights=None if weights is None else str(weights), options=opts,
                      checkpoint_sha256=sha, workers=workers, on_done=on_done)
     finally:
-        rows = writer.close()
+        try:
+            # an interruption between a bundle's install and its row: the bundle is whole
+            # (it verifies), so it gets its row, as a rerun would give it
+            emit.recover_unlogged()
+        finally:
+            rows = writer.close()
     # after the finally: a report that cannot be drawn never hides the sweep's own exception
     write_report(out, {**header, "complete": len(rows) == len(entries), "rows": rows})
     return SweepResult(out, rows, len(rows) == len(entries))
@@ -159,6 +164,7 @@ class _Emitter:
         self.writer, self.plan, self.total = writer, plan, total
         self.progress = progress or (lambda row, done, total: None)
         self.done = 0
+        self.logged: set[int] = set()
 
     def rows(self, rows: Sequence[dict[str, Any]]) -> None:
         self.writer.append(rows)
@@ -166,7 +172,18 @@ class _Emitter:
             self.done += 1
             self.progress(row, self.done, self.total)
 
+    def recover_unlogged(self) -> None:
+        """Rows for jobs whose bundle is in place and verifies but whose row was not logged."""
+        for job, waiting in sorted(self.plan.waiting.items()):
+            if job in self.logged:
+                continue
+            path = self.plan.jobs[job][1]
+            facts = reusable(path, waiting[0]["arch"]) if path.is_dir() else None
+            if facts is not None:
+                self.job_done(job, {**facts, "status": "exported"})
+
     def job_done(self, job: int, facts: Mapping[str, Any]) -> None:
+        self.logged.add(job)
         first = self.plan.waiting[job][0]["position"]
         self.rows([{**row, **facts, **({"duplicate_of": first} if i else {})}
                    for i, row in enumerate(self.plan.waiting[job])])

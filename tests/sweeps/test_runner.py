@@ -159,3 +159,23 @@ def test_two_workers_give_the_rows_of_one(swept, checkpoints, tmp_path):
                    **OPTIONS)
     assert _stable(result.rows) == _stable(first.rows)
     assert json.loads((tmp_path / INDEX_JSON).read_text())["workers"] == 2
+
+
+def test_an_interruption_after_a_bundle_is_installed_still_logs_its_row(checkpoints, tmp_path,
+                                                                        monkeypatch):
+    import subnet_export.sweeps.runner as runner
+
+    real = runner.export_one
+
+    def installed_then_interrupted(*args, **kwargs):
+        real(*args, **kwargs)  # the bundle is in place, its row not yet handed back
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "export_one", installed_then_interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        sweep(SPACE, tmp_path, archs=[SKIP8, SKIP16], weights=checkpoints[0], **OPTIONS)
+    index = json.loads((tmp_path / INDEX_JSON).read_text())
+    bundles = sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("subnet-"))
+    assert index["complete"] is False and len(bundles) == 1
+    assert [(r["bundle"], r["status"], r["verdict"]) for r in index["rows"]] == [
+        (bundles[0], "exported", "passed")]
