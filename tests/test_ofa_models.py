@@ -68,7 +68,10 @@ def randomise(ofa: nn.Module, seed: int, layout=MOBILENETV3) -> None:
     statistics estimated on a few of OFA's own paths, then perturbed per channel.
 
     Made-up statistics alone do not fit the activations of a 20-block net: its outputs would
-    not depend on the input, and any parity check would pass on them.
+    not depend on the input, and any parity check would pass on them. The statistics are taken
+    at the resolution the tests run at: taken at 64 pixels, they let the widest path's
+    activations grow to 1e7 by the last block, where two float32 runs that differ only in
+    summation order (one thread or two) drift apart by 1e4 noise floors on one image.
     """
     gen = torch.Generator().manual_seed(seed)
     bns = [m for m in ofa.modules() if isinstance(m, nn.BatchNorm2d)]
@@ -85,7 +88,7 @@ def randomise(ofa: nn.Module, seed: int, layout=MOBILENETV3) -> None:
         for case in ("max", "min", "mixed"):
             arch = ofa_arch(case, layout)
             ofa.set_active_subnet(ks=arch["ks"], e=arch["e"], d=arch["d"])
-            ofa(image_like(8, 64, seed))
+            ofa(image_like(4, 224, seed))
         ofa.eval()
         for bn in bns:
             bn.momentum = 0.1
