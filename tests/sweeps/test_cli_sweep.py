@@ -83,15 +83,21 @@ def test_usage_errors_are_exit_2_with_one_message(tmp_path, argv, needle):
     assert not (tmp_path / "o").exists()
 
 
+def _default_sigint() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 @pytest.mark.parametrize("sig,code,word", [(signal.SIGTERM, 128 + signal.SIGTERM, "terminated"),
                                            (signal.SIGINT, 130, "interrupted")],
                          ids=["sigterm", "ctrl-c"])
 def test_a_signal_mid_sweep_leaves_no_partial_bundle(tmp_path, sig, code, word):
     archs = _archs(tmp_path / "archs.jsonl", [SKIP8, SKIP16, CONV12])
     out = tmp_path / "out"
+    # as a terminal starts it: a shell without job control starts background commands (a CI
+    # step run with `&`) with SIGINT ignored, and Python then never raises KeyboardInterrupt
     proc = subprocess.Popen([sys.executable, "-c", ENTRY, "sweep", SPACE, "--archs", str(archs),
                              "--out", str(out), *FAST], stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True)
+                            stderr=subprocess.PIPE, text=True, preexec_fn=_default_sigint)
     deadline = time.monotonic() + 180
 
     def second_under_way() -> bool:
