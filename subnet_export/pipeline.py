@@ -5,36 +5,39 @@ The stage order lives here and nowhere else; the CLI calls :func:`export_subnet`
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
 from torch import nn
 
-from .arch import fixed_arch, freeze
 from .bundle.atomic import work_directory
 from .bundle.layout import MANIFEST_NAME, MODEL_NAME
 from .bundle.manifest import BundleManifest
-from .bundle.samples import sample_key
 from .bundle.write import write_bundle
-from .errors import InputError
 from .export.exporter import export_onnx
+from .export.reuse import TemplateStore
 from .parity.external import external_parity, read_reference_outputs
 from .parity.inputs import example_inputs_for
 from .parity.report import ParityReport
 from .parity.rule import Tolerance
 from .parity.validate import validate
+from .pipeline_steps import (
+    RunLog,
+    bundle_samples,
+    freeze_and_probe,
+    input_specs,
+    parameter_counts,
+    recalibrate,
+    samples_tolerance,
+)
 from .plain.materialize import materialize_with_labels
-from .preflight import check_batch_memory, check_input_memory, probe
-from .recalibrate.bn import CalibrationInfo, recalibrate_bn
-from .signature import InputSpec, apply_dynamic_axes, as_specs, choose_batch, resolve_names
+from .preflight import check_input_memory
+from .signature import InputSpec, choose_batch, resolve_names
 from .supernet.walk import slicing_conventions
 
-__all__ = ["STAGES", "RunResult", "export_subnet", "nonfinite_tensors", "parameter_counts"]
+__all__ = ["STAGES", "RunResult", "export_subnet"]
 
 STAGES = ("freeze", "recalibrate", "materialize", "export", "validate", "bundle")
 
@@ -51,6 +54,8 @@ class RunResult:
     timings: dict[str, float] = field(default_factory=dict)
     nonfinite: list[str] = field(default_factory=list)
     unused_parameter_count: int = 0
+    export_route: str = "traced"
+    template_notes: tuple[str, ...] = ()
 
     @property
     def exit_code(self) -> int:
@@ -75,6 +80,7 @@ class RunResult:
             "unused_parameter_count": self.unused_parameter_count,
             "model_bytes": self.model_bytes,
             "weights_layout": self.manifest.extra.get("weights_layout"),
+            "export_route": self.export_route,
             "nonfinite_tensors": self.nonfinite,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
             "parity": self.report.to_dict(),
@@ -106,6 +112,7 @@ def export_subnet(
     calib_batch: int = 32,
     progress: Callable[[str, str], None] | None = None,
     warn: Callable[[str], None] | None = None,
+    templates: TemplateStore | None = None,
 ) -> RunResult:
     """Run every stage and write the bundle to ``out_dir``.
 
@@ -147,6 +154,9 @@ def export_subnet(
         progress: called as ``progress(stage, "start" | "done")``.
         warn: called with a message for problems that do not stop the run (NaN or Inf in
             the subnet's weights: named before export; parity then fails).
+        templates: traces to reuse for a subnet of the same topology (``export/reuse.py``;
+            a sweep keeps one). A subnet made from a template that then fails parity is
+            traced afresh and judged again (``export_route`` ``"retraced"``).
 
     Returns:
         A :class:`RunResult`; its ``exit_code`` is 1 when parity failed (the bundle is still
@@ -155,42 +165,50 @@ def export_subnet(
     Raises:
         SubnetExportError: any stage's user-facing failure (arch, export, input, bundle).
     """
-    specs = _specs(input_shapes, inputs, dynamic_axes)
+    specs = input_specs(input_shapes, inputs, dynamic_axes)
     batch = choose_batch(specs, batch)
     check_input_memory(specs, batch)
     recorded = None if reference_outputs is None else read_reference_outputs(
         reference_outputs, input_names=resolve_names(specs), n_inputs=len(specs))
-    run = _Run(progress, warn)
+    run = RunLog(progress, warn)
     with work_directory(out_dir, force=force, marker=MANIFEST_NAME) as work:
         supernet.eval()
         examples = example_inputs_for(specs, seed)
-        frozen = run.stage("freeze", lambda: _freeze_and_probe(supernet, arch, examples,
-                                                               specs, batch))
+        frozen = run.stage("freeze", lambda: freeze_and_probe(supernet, arch, examples,
+                                                              specs, batch))
         calibration = None
         if calib_data is not None:
-            calibration = run.stage("recalibrate", lambda: _recalibrate(
+            calibration = run.stage("recalibrate", lambda: recalibrate(
                 supernet, frozen, calib_data, calib_batch, calib_samples, seed))
         built = run.stage("materialize", lambda: materialize_with_labels(supernet, frozen))
         plain = built.model.eval()
         run.check_finite(plain)
-        exported = run.stage("export", lambda: export_onnx(
-            plain, examples, work / MODEL_NAME, exporter=exporter, opset=opset, arch=frozen,
-            checkpoint_sha256=checkpoint_sha256, input_names=resolve_names(specs),
-            output_names=output_names,
-            dynamic_axes={n: s.dynamic for n, s in zip(resolve_names(specs), specs)}))
+        def export_and_validate(store: TemplateStore | None) -> tuple[Any, ParityReport]:
+            exported = run.stage("export", lambda: export_onnx(
+                plain, examples, work / MODEL_NAME, exporter=exporter, opset=opset,
+                arch=frozen, checkpoint_sha256=checkpoint_sha256,
+                input_names=resolve_names(specs), output_names=output_names,
+                dynamic_axes={n: s.dynamic for n, s in zip(resolve_names(specs), specs)},
+                templates=store))
+            return exported, run.stage("validate", lambda: validate(
+                supernet, frozen, plain, exported, example_inputs=examples,
+                batch_sizes=(1, batch) if batch != 1 else (1,), seed=seed, samples=samples,
+                tolerances=tolerance, providers=providers, module_labels=built.labels,
+                specs=specs, reference_outputs=recorded))
+
+        exported, report = export_and_validate(templates)
+        route = exported.route
+        if route == "template" and not report.passed:  # not trusted: trace and judge that
+            exported, report = export_and_validate(None)
+            route = "retraced"
         if exported.unused:
             run.warn(f"{len(exported.unused)} tensor(s) of the subnet are never read by the "
                      f"exported graph (a dead branch of this arch): "
                      f"{', '.join(exported.unused[:5])}")
-        report = run.stage("validate", lambda: validate(
-            supernet, frozen, plain, exported, example_inputs=examples,
-            batch_sizes=(1, batch) if batch != 1 else (1,), seed=seed, samples=samples,
-            tolerances=tolerance, providers=providers, module_labels=built.labels,
-            specs=specs, reference_outputs=recorded))
         counts, slicing = parameter_counts(plain, exported.unused), slicing_conventions(supernet)
         manifest = run.stage("bundle", lambda: write_bundle(
             out_dir, model_path=exported.path, arch=frozen, parity=report.to_dict(),
-            samples=_bundle_samples(report, exported), force=force, graph=exported.graph,
+            samples=bundle_samples(report, exported), force=force, graph=exported.graph,
             extra={"parameter_count": counts[0], "unused_parameter_count": counts[1],
                    "source_checkpoint_sha256": checkpoint_sha256, "exporter": exporter,
                    "weights_layout": weights_layout, "slicing_conventions": slicing,
@@ -199,102 +217,8 @@ def export_subnet(
                    "unused_parameters": list(exported.unused),
                    "bn_recalibration": calibration.to_json() if calibration else None,
                    "external_parity": external_parity(report, recorded),
-                   **_samples_tolerance(report, tolerance)}))
+                   "export_route": route,
+                   **samples_tolerance(report, tolerance)}))
     return RunResult(Path(out_dir), frozen, report, manifest, counts[0], run.timings,
-                     run.nonfinite, unused_parameter_count=counts[1])
-
-
-class _Run:
-    """Stage timing, progress and warnings of one :func:`export_subnet` call."""
-
-    def __init__(self, progress: Callable[[str, str], None] | None,
-                 warn: Callable[[str], None] | None) -> None:
-        self.note = progress or (lambda stage, state: None)
-        self.warn = warn or (lambda message: None)
-        self.timings: dict[str, float] = {}
-        self.nonfinite: list[str] = []
-
-    def stage(self, name: str, fn: Callable[[], Any]) -> Any:
-        self.note(name, "start")
-        start = time.perf_counter()
-        value = fn()
-        self.timings[name] = time.perf_counter() - start
-        self.note(name, "done")
-        return value
-
-    def check_finite(self, plain: nn.Module) -> None:
-        self.nonfinite = nonfinite_tensors(plain)
-        if self.nonfinite:
-            self.warn(f"the subnet's weights hold NaN or Inf in {len(self.nonfinite)} "
-                      f"tensor(s): {', '.join(self.nonfinite[:5])}; parity will fail")
-
-
-def _specs(input_shapes: Sequence[Sequence[int]] | None,
-           inputs: Sequence[InputSpec | str | Sequence[int]] | None,
-           dynamic_axes: Mapping[str, Mapping[int, str]] | None) -> list[InputSpec]:
-    if (input_shapes is None) == (inputs is None):
-        raise InputError("give the model's inputs once: input_shapes or inputs")
-    specs = as_specs(inputs if inputs is not None else input_shapes or ())
-    if not specs:
-        raise InputError("the model needs at least one input; pass --input-shape or --input")
-    return apply_dynamic_axes(specs, dynamic_axes or {})
-
-
-def _freeze_and_probe(supernet: nn.Module, arch: Mapping[str, Any] | None,
-                      examples: tuple[torch.Tensor, ...], specs: Sequence[InputSpec],
-                      batch: int) -> Any:
-    frozen = freeze(supernet, arch)
-    per_sample = probe(supernet, frozen, examples, specs)
-    check_batch_memory(per_sample, specs, batch)
-    return frozen
-
-
-def _recalibrate(supernet: nn.Module, frozen: Any, calib_data: Any, calib_batch: int,
-                 calib_samples: int | None, seed: int) -> CalibrationInfo:
-    with fixed_arch(supernet, frozen):
-        return recalibrate_bn(supernet, calib_data, batch_size=calib_batch,
-                              num_samples=calib_samples, seed=seed)
-
-
-def _samples_tolerance(report: ParityReport, tolerance: Tolerance | None) -> dict[str, Any]:
-    if report.oracle_ran:
-        return {}
-    # no float64 oracle to judge the samples by: only an elementwise rule can apply
-    atol, rtol = (tolerance or Tolerance()).bound
-    return {"tolerance": {"atol": atol, "rtol": rtol, "noise_factor": None}}
-
-
-def parameter_counts(plain: nn.Module, unused: Sequence[str]) -> tuple[int, int]:
-    """(parameters the exported graph reads, parameters it never reads) of ``plain``.
-
-    Shared parameters count once; buffers (BatchNorm statistics) are not parameters.
-    """
-    skip = set(unused)
-    read = dead = 0
-    for name, p in plain.named_parameters():
-        if name in skip:
-            dead += p.numel()
-        else:
-            read += p.numel()
-    return read, dead
-
-
-def nonfinite_tensors(model: nn.Module) -> list[str]:
-    """Names of the floating-point parameters and buffers holding NaN or Inf."""
-    return [name for name, t in model.state_dict().items()
-            if t.is_floating_point() and not bool(torch.isfinite(t).all())]
-
-
-def _bundle_samples(report: ParityReport, exported: Any) -> dict[str, np.ndarray]:
-    # The bundle's samples: the seeded random input sets validation ran, what the supernet path
-    # computed for them and its float64 oracle, so the edge side judges its runtime against the
-    # supernet itself by the same noise rule.
-    arrays: dict[str, np.ndarray] = {}
-    randoms = [a for a in report.arrays if a.label.startswith("random-")]
-    for case, sample in enumerate(randoms):
-        for name, array in zip(exported.input_names, sample.inputs):
-            arrays[sample_key("input", name, case)] = array
-        for kind, outputs in (("output", sample.reference), ("oracle", sample.oracle or [])):
-            for name, array in zip(exported.output_names, outputs):
-                arrays[sample_key(kind, name, case)] = array
-    return arrays
+                     run.nonfinite, unused_parameter_count=counts[1], export_route=route,
+                     template_notes=exported.template_notes)

@@ -26,6 +26,7 @@ from ..version import __version__
 from .graph import GraphFacts
 from .naming import name_nodes_by_module
 from .passes import strip_zero_conv_bias
+from .reuse import TemplateStore, keep, reuse
 from .trace import trace
 from .writing import normalise, save, step
 
@@ -70,6 +71,9 @@ class ExportResult:
             reads. ``initializer_bytes + bytes(unused) == state_bytes``.
         graph: the file's :class:`~subnet_export.export.graph.GraphFacts`, read from the model
             as it was saved, so no later stage reads the file again for them.
+        route: ``"traced"`` (torch.onnx ran) or ``"template"`` (a stored trace of the same
+            topology, fitted to this model: ``template.py``).
+        template_notes: why no stored template was taken, one line per template tried.
     """
 
     path: Path
@@ -83,6 +87,8 @@ class ExportResult:
     metadata: dict[str, str] = field(default_factory=dict)
     unused: tuple[str, ...] = ()
     graph: GraphFacts | None = None
+    route: str = "traced"
+    template_notes: tuple[str, ...] = ()
 
 
 def default_names(prefix: str, count: int) -> tuple[str, ...]:
@@ -126,6 +132,7 @@ def export_onnx(
     arch: Mapping[str, Any] | None = None,
     checkpoint_sha256: str | None = None,
     external_data: bool | None = None,
+    templates: TemplateStore | None = None,
 ) -> ExportResult:
     """Export a plain model to one ONNX file, checked and written atomically.
 
@@ -152,6 +159,8 @@ def export_onnx(
         checkpoint_sha256: sha256 of the source checkpoint, stored when known.
         external_data: True/False forces it; None stores weights in ``<name>.data`` only when the
             model would not fit one protobuf (2 GB).
+        templates: (dynamo) traces of earlier models to reuse for one of the same topology
+            (``reuse.py``); a fresh trace is added to it. None: always trace.
 
     Returns:
         An :class:`ExportResult`.
@@ -179,8 +188,13 @@ def export_onnx(
         axes = _axes(inputs, in_names, dynamic_batch, dynamic_axes)
         # Weights stay in the exporter's data file until the end: the graph, read once by the
         # trace's own checks, is edited without them, so no step holds the model twice.
-        model = step("trace", lambda: trace(plain, inputs, raw, exporter, opset, axes,
-                                            in_names, out_names))
+        state = _state_tensors(plain)
+        pick = reuse(templates, plain, state, inputs, exporter, opset, axes, in_names, out_names)
+        model = pick.model
+        if model is None:
+            model = step("trace", lambda: trace(plain, inputs, raw, exporter, opset, axes,
+                                                in_names, out_names))
+            keep(templates, pick, model, tmpdir, set(state))
         strip_zero_conv_bias(model)
         name_nodes_by_module(model)
         normalise(model, props)
@@ -207,6 +221,8 @@ def export_onnx(
         metadata=props,
         unused=_unused(plain, facts) if exporter == "dynamo" else (),
         graph=facts,
+        route="traced" if pick.model is None else "template",
+        template_notes=tuple(pick.reasons),
     )
 
 

@@ -72,6 +72,8 @@ def save(model: onnx.ModelProto, tmpdir: Path, staged: Path, data_name: str | No
     locations = {e.value for t in external for e in t.external_data if e.key == "location"}
     if data_name is None or len(locations) != 1:
         onnx.load_external_data_for_model(model, str(tmpdir))
+        for tensor in model.graph.initializer:  # the loader marks what it read: unmark it,
+            tensor.ClearField("data_location")  # so an inline tensor is written one way
         onnx.save_model(model, str(staged), save_as_external_data=data_name is not None,
                         all_tensors_to_one_file=True, location=data_name, size_threshold=0)
         return
