@@ -78,6 +78,14 @@ def format_rows(rows: Sequence[Mapping[str, Any]], out_dir: str) -> str:
               help="Processes exporting at once (each builds the supernet once).")
 @click.option("--latency-runs", type=click.IntRange(min=0), default=10, show_default=True,
               help="Timed onnxruntime CPU runs at batch 1 per bundle (0: no latency).")
+@click.option("--reuse", type=click.Choice(["template", "off"]), default="template",
+              show_default=True,
+              help="template: fit an earlier trace of the same topology to each arch (each is "
+                   "still validated in full); off: trace every arch.")
+@click.option("--report-axes", default="parameters,latency_ms", show_default=True,
+              metavar="X,Y",
+              help="Axes of report.html's chart: parameters, model_bytes, latency_ms or a column "
+                   "of the arch file; prefix '-' to minimize, '+' to maximize.")
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON summary on stdout (the table goes to stderr).")
 @options.debug_option
@@ -87,8 +95,8 @@ def sweep_command(supernet: str, archs_path: str | None, sample: int, seed: int,
                   dynamic_axes: tuple[str, ...], opset: int | None, exporter: str,
                   providers: str | None, atol: float | None, rtol: float | None,
                   noise_factor: float | None, samples: str | None, batch: int | None,
-                  input_seed: int, workers: int, latency_runs: int, as_json: bool,
-                  debug: bool) -> int:
+                  input_seed: int, workers: int, latency_runs: int, reuse: str,
+                  report_axes: str, as_json: bool, debug: bool) -> int:
     """Export and validate many subnets of SUPERNET; rerun to resume (finished bundles stay)."""
     from .errors import InputError
     from .parity.rule import Tolerance
@@ -98,6 +106,10 @@ def sweep_command(supernet: str, archs_path: str | None, sample: int, seed: int,
 
     if archs_path is None and not sample:
         raise InputError("nothing to sweep: give --archs FILE or --sample N (or both)")
+    axes_xy = tuple(a.strip() for a in report_axes.split(","))
+    if len(axes_xy) != 2 or not all(axes_xy):
+        raise InputError(f"--report-axes takes two names, X,Y (e.g. parameters,latency_ms), "
+                         f"not {report_axes!r}")
     specs = options.input_specs(input_texts, input_shapes)
     axes = parse_dynamic_axes(dynamic_axes)
     if opset is not None:
@@ -113,7 +125,7 @@ def sweep_command(supernet: str, archs_path: str | None, sample: int, seed: int,
                        exporter=exporter, opset=opset, providers=options.providers(providers),
                        tolerance=tolerance, samples=samples, batch=batch,
                        input_seed=input_seed, workers=workers, latency_runs=latency_runs,
-                       progress=progress)
+                       reuse=reuse, report_axes=axes_xy, progress=progress)
     click.echo(format_rows(result.rows, str(result.out_dir)), err=as_json)
     if as_json:
         click.echo(json.dumps(result.summary(), indent=2, default=str))

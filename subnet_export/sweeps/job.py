@@ -17,8 +17,15 @@ from typing import Any
 
 from ..bundle.layout import PARITY_NAME
 from ..errors import SubnetExportError
+from ..export.reuse import TemplateStore
 
-__all__ = ["SweepOptions", "bundle_facts", "export_one", "measure_latency"]
+__all__ = ["REUSE", "SweepOptions", "bundle_facts", "export_one", "measure_latency"]
+
+#: ``reuse`` settings: ``template`` fits an earlier trace of the same topology to each new arch
+#: (``export/template.py``); ``off`` traces every arch
+REUSE = ("template", "off")
+#: this process's traces, kept across the archs it exports
+_TEMPLATES = TemplateStore()
 
 
 @dataclass(frozen=True)
@@ -37,6 +44,7 @@ class SweepOptions:
         batch: the larger batch validated besides 1 (None: the default).
         seed: seed of the random inputs.
         latency_runs: timed onnxruntime CPU runs at batch 1 per bundle (0: no latency).
+        reuse: one of :data:`REUSE`; it never changes a bundle's name or verdict.
     """
 
     inputs: tuple[Any, ...]
@@ -50,6 +58,7 @@ class SweepOptions:
     batch: int | None = None
     seed: int = 0
     latency_runs: int = 10
+    reuse: str = "template"
 
     def export_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``export_subnet`` these options stand for."""
@@ -91,7 +100,8 @@ def export_one(supernet: Any, arch: Any, out_dir: Path, options: SweepOptions, *
     try:
         result = export_subnet(supernet, out_dir, arch=arch, **options.export_kwargs(),
                                checkpoint_sha256=checkpoint_sha256,
-                               weights_layout=weights_layout, warn=warnings.append)
+                               weights_layout=weights_layout, warn=warnings.append,
+                               templates=_TEMPLATES if options.reuse == "template" else None)
     except SubnetExportError as err:
         return _error(err, str(err), err.exit_code, warnings, start)
     except Exception as err:  # a bug in a module or in this tool: this arch only
@@ -99,6 +109,7 @@ def export_one(supernet: Any, arch: Any, out_dir: Path, options: SweepOptions, *
         return {**_error(err, reason, 3, warnings, start),
                 "traceback": traceback.format_exc(limit=8)}
     row = {**bundle_facts(out_dir, result.manifest), "status": "exported",
+           "template_notes": list(result.template_notes),
            "timings_s": {k: round(v, 4) for k, v in result.timings.items()},
            "warnings": warnings}
     latency_start = time.perf_counter()
@@ -116,7 +127,7 @@ def _error(err: Exception, reason: str, code: int, warnings: list[str],
 
 
 def bundle_facts(bundle_dir: Path, manifest: Any) -> dict[str, Any]:
-    """Verdict, reason, parameters and model bytes of a written bundle, from its manifest."""
+    """Verdict, reason, parameters, model bytes and export route of a bundle, from its manifest."""
     passed = manifest.parity == "passed"
     files = manifest.files
     size = sum(files[f]["size"] for f in (manifest.model_file, *manifest.external_data)
@@ -124,7 +135,7 @@ def bundle_facts(bundle_dir: Path, manifest: Any) -> dict[str, Any]:
     return {"verdict": "passed" if passed else "failed", "exit_code": 0 if passed else 1,
             "reason": None if passed else _parity_reason(bundle_dir),
             "parameters": manifest.extra.get("parameter_count", manifest.parameter_count),
-            "model_bytes": size}
+            "model_bytes": size, "export_route": manifest.extra.get("export_route")}
 
 
 def _parity_reason(bundle_dir: Path) -> str:

@@ -7,28 +7,28 @@ the whole ``export_subnet`` pipeline, every check included. Bundles are named by
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, SubnetExportError
 from .archs import SweepEntry, entries_from, read_archs, sample_entries
+from .emit import Emitter, Plan, Progress
 from .index import IndexWriter, previous_rows
-from .job import SweepOptions, export_one
+from .job import REUSE, SweepOptions, export_one
 from .naming import bundle_key, bundle_name, state_digest
-from .report import write_report
+from .report import resolve_axis, write_report
 from .resume import reusable
 
 __all__ = ["ROW_DEFAULTS", "SweepResult", "sweep"]
-
-Progress = Callable[[Mapping[str, Any], int, int], None]
 
 #: every index row has these keys (``docs/sweep.md`` says what each holds)
 ROW_DEFAULTS: dict[str, Any] = {
     "position": None, "origin": "", "bundle": None, "arch": None, "verdict": None,
     "status": None, "reason": None, "exit_code": None, "parameters": None, "model_bytes": None,
-    "latency_ms": None, "timings_s": {}, "warnings": [], "columns": {}}
+    "latency_ms": None, "export_route": None, "template_notes": [],
+    "timings_s": {}, "warnings": [], "columns": {}}
 
 
 @dataclass
@@ -62,15 +62,6 @@ class SweepResult:
                 "complete": self.complete, "counts": self.counts(), "rows": self.rows}
 
 
-@dataclass
-class _Plan:
-    """Where every entry goes: rows already known, and one job per bundle to export."""
-
-    rows: list[dict[str, Any]] = field(default_factory=list)
-    jobs: list[tuple[Any, Path]] = field(default_factory=list)
-    waiting: dict[int, list[dict[str, Any]]] = field(default_factory=dict)
-
-
 def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[Any] | None = None,
           sample: int = 0, seed: int = 0, weights: str | Path | None = None,
           strategy: str | None = None, inputs: Sequence[Any] | None = None,
@@ -79,7 +70,8 @@ def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[An
           exporter: str = "dynamo", opset: int | None = None,
           providers: Sequence[str] | None = None, tolerance: Any = None,
           samples: str | Path | None = None, batch: int | None = None, input_seed: int = 0,
-          workers: int = 1, latency_runs: int = 10,
+          workers: int = 1, latency_runs: int = 10, reuse: str = "template",
+          report_axes: tuple[str, str] = ("parameters", "latency_ms"),
           progress: Progress | None = None) -> SweepResult:
     """Export and validate every arch into ``out_dir``, one bundle each, with an index.
 
@@ -106,6 +98,12 @@ def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[An
         input_seed: seed of the random validation inputs (``export_subnet``'s ``seed``).
         workers: 1 runs here; N > 1 uses N spawned processes (``pool.py``).
         latency_runs: timed onnxruntime CPU runs at batch 1 per bundle; 0 skips latency.
+        reuse: ``"template"`` fits an earlier trace of the same topology to each arch
+            (``export/template.py``; every arch is still validated in full), ``"off"`` traces
+            every arch. Bundle names and verdicts do not depend on it.
+        report_axes: the x and y of ``report.html``'s chart: ``parameters``, ``model_bytes``,
+            ``latency_ms`` or a column of the arch file, ``-``/``+`` to minimize/maximize
+            (``report.resolve_axis``); checked before any export.
         progress: called as ``progress(row, done, total)`` after each row.
 
     Returns:
@@ -116,21 +114,25 @@ def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[An
         CheckpointError: the checkpoint does not load.
         KeyboardInterrupt: interrupted; finished bundles stay, ``index.json`` says so.
     """
+    if reuse not in REUSE:
+        raise InputError(f"reuse must be one of {', '.join(REUSE)}, not {reuse!r}")
     if workers < 1 or (workers > 1 and not isinstance(supernet, str)):
         raise InputError("workers must be >= 1, and a built supernet runs with workers=1 only "
                          "(give the factory spec to use a pool)")
     net, sha, note = _load(supernet, strategy, weights)
     entries = _entries(net, archs, sample, seed)
+    for axis in report_axes:  # an axis the report cannot draw: refused before any export
+        resolve_axis([{"columns": e.columns} for e in entries], axis)
     opts = _options(net, supernet, inputs, output_names, dynamic_axes, exporter, opset,
-                    providers, tolerance, samples, batch, input_seed, latency_runs)
+                    providers, tolerance, samples, batch, input_seed, latency_runs, reuse)
     key_fields = {**opts.key_fields(_samples_sha(samples)), "strategy": strategy}
     out = _sweep_dir(out_dir)
     header = {"supernet": supernet if isinstance(supernet, str) else type(supernet).__name__,
               "weights": None if weights is None else str(weights), "checkpoint_sha256": sha,
-              "options": key_fields, "workers": workers}
+              "options": key_fields, "workers": workers, "reuse": reuse}
     plan = _plan(net, entries, out, sha, key_fields)
     writer = IndexWriter(out, header, len(entries))
-    emit = _Emitter(writer, plan, len(entries), progress)
+    emit = Emitter(writer, plan, len(entries), progress)
     try:
         emit.rows(plan.rows)
         on_done = emit.job_done
@@ -152,41 +154,9 @@ def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[An
         finally:
             rows = writer.close()
     # after the finally: a report that cannot be drawn never hides the sweep's own exception
-    write_report(out, {**header, "complete": len(rows) == len(entries), "rows": rows})
+    write_report(out, {**header, "complete": len(rows) == len(entries), "rows": rows},
+                 x=report_axes[0], y=report_axes[1])
     return SweepResult(out, rows, len(rows) == len(entries))
-
-
-class _Emitter:
-    """Hands finished rows to the index and the progress callback, counting them."""
-
-    def __init__(self, writer: IndexWriter, plan: _Plan, total: int,
-                 progress: Progress | None) -> None:
-        self.writer, self.plan, self.total = writer, plan, total
-        self.progress = progress or (lambda row, done, total: None)
-        self.done = 0
-        self.logged: set[int] = set()
-
-    def rows(self, rows: Sequence[dict[str, Any]]) -> None:
-        self.writer.append(rows)
-        for row in rows:
-            self.done += 1
-            self.progress(row, self.done, self.total)
-
-    def recover_unlogged(self) -> None:
-        """Rows for jobs whose bundle is in place and verifies but whose row was not logged."""
-        for job, waiting in sorted(self.plan.waiting.items()):
-            if job in self.logged:
-                continue
-            path = self.plan.jobs[job][1]
-            facts = reusable(path, waiting[0]["arch"]) if path.is_dir() else None
-            if facts is not None:
-                self.job_done(job, {**facts, "status": "exported"})
-
-    def job_done(self, job: int, facts: Mapping[str, Any]) -> None:
-        self.logged.add(job)
-        first = self.plan.waiting[job][0]["position"]
-        self.rows([{**row, **facts, **({"duplicate_of": first} if i else {})}
-                   for i, row in enumerate(self.plan.waiting[job])])
 
 
 def _sweep_dir(out_dir: str | Path) -> Path:
@@ -227,7 +197,8 @@ def _entries(net: Any, archs: Any, sample: int, seed: int) -> list[SweepEntry]:
 
 def _options(net: Any, supernet: Any, inputs: Any, output_names: Any, dynamic_axes: Any,
              exporter: str, opset: int | None, providers: Any, tolerance: Any, samples: Any,
-             batch: int | None, input_seed: int, latency_runs: int) -> SweepOptions:
+             batch: int | None, input_seed: int, latency_runs: int,
+             reuse: str) -> SweepOptions:
     from ..options import default_specs
     from ..signature import as_specs
 
@@ -236,7 +207,7 @@ def _options(net: Any, supernet: Any, inputs: Any, output_names: Any, dynamic_ax
                         dict(dynamic_axes or {}), exporter, opset,
                         None if providers is None else tuple(providers), tolerance,
                         None if samples is None else str(samples), batch, input_seed,
-                        latency_runs)
+                        latency_runs, reuse)
 
 
 def _samples_sha(samples: str | Path | None) -> str | None:
@@ -251,11 +222,11 @@ def _samples_sha(samples: str | Path | None) -> str | None:
 
 
 def _plan(net: Any, entries: Sequence[SweepEntry], out: Path, sha: str,
-          key_fields: Mapping[str, Any]) -> _Plan:
+          key_fields: Mapping[str, Any]) -> Plan:
     from ..arch import freeze
     from ..bundle.atomic import clean_stale
 
-    plan, jobs_by_name = _Plan(), {}
+    plan, jobs_by_name = Plan(), {}
     reused: dict[str, tuple[dict[str, Any], int]] = {}
     before = previous_rows(out)
     for entry in entries:
@@ -280,7 +251,8 @@ def _plan(net: Any, entries: Sequence[SweepEntry], out: Path, sha: str,
         if facts is not None:
             old = before.get(name, {})
             facts = {**facts, "status": "reused", "latency_ms": old.get("latency_ms"),
-                     "timings_s": old.get("timings_s", {}), "warnings": old.get("warnings", [])}
+                     "timings_s": old.get("timings_s", {}), "warnings": old.get("warnings", []),
+                     "template_notes": old.get("template_notes", [])}
             plan.rows.append({**row, **facts})
             reused[name] = (facts, entry.position)
             continue

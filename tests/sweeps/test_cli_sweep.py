@@ -76,6 +76,9 @@ def test_a_rerun_prints_the_reused_bundles(first_run):
     ([], "nothing to sweep"),
     (["--archs", "missing.jsonl"], "does not exist"),
     (["--sample", "1", "--opset", "3"], "opset"),
+    (["--sample", "1", "--report-axes", "parameters"], "two names, X,Y"),
+    (["--sample", "1", "--report-axes", "parameters,accuracy"], "unknown report axis 'accuracy'"),
+    (["--sample", "1", "--reuse", "always"], "Invalid value for '--reuse'"),
 ])
 def test_usage_errors_are_exit_2_with_one_message(tmp_path, argv, needle):
     code, _, stderr = _main(["sweep", SPACE, "--out", str(tmp_path / "o"), *argv])

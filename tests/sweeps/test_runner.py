@@ -179,3 +179,61 @@ def test_an_interruption_after_a_bundle_is_installed_still_logs_its_row(checkpoi
     assert index["complete"] is False and len(bundles) == 1
     assert [(r["bundle"], r["status"], r["verdict"]) for r in index["rows"]] == [
         (bundles[0], "exported", "passed")]
+
+
+# -- template reuse ---------------------------------------------------------------------------------
+#: one topology (depth 2, op skip), three widths and kernels: one trace, two fitted templates
+SAME_TOPOLOGY = [{"width": 8, "block.k": 3, "depth": 2, "op": "skip"},
+                 {"width": 16, "block.k": 5, "depth": 2, "op": "skip"},
+                 {"width": 12, "block.k": 3, "depth": 2, "op": "skip"},
+                 {"width": 12, "block.k": 5, "depth": 1, "op": "skip"}]
+
+
+@pytest.fixture(scope="module")
+def reuse_pair(tmp_path_factory, checkpoints):
+    """The same dynamo sweep with template reuse and without."""
+    root = tmp_path_factory.mktemp("reuse")
+    runs = {}
+    for reuse in ("template", "off"):
+        runs[reuse] = sweep(SPACE, root / reuse, archs=SAME_TOPOLOGY, weights=checkpoints[0],
+                            batch=2, latency_runs=0, reuse=reuse)
+    return runs
+
+
+def test_template_reuse_fits_one_trace_to_archs_of_its_topology(reuse_pair):
+    rows = reuse_pair["template"].rows
+    assert [r["verdict"] for r in rows] == ["passed"] * len(SAME_TOPOLOGY)
+    assert [r["export_route"] for r in rows] == ["traced", "template", "template", "traced"]
+    assert all(r["template_notes"] == [] for r in rows[:3])
+    assert [r["export_route"] for r in reuse_pair["off"].rows] == ["traced"] * len(SAME_TOPOLOGY)
+    header = json.loads((reuse_pair["template"].out_dir / INDEX_JSON).read_text())
+    assert header["reuse"] == "template"
+
+
+def test_template_reuse_changes_no_bundle_name_and_no_model_byte(reuse_pair):
+    fitted, traced = reuse_pair["template"], reuse_pair["off"]
+    assert [r["bundle"] for r in fitted.rows] == [r["bundle"] for r in traced.rows]
+    for row in fitted.rows:
+        mine = (fitted.out_dir / row["bundle"] / "model.onnx").read_bytes()
+        assert mine == (traced.out_dir / row["bundle"] / "model.onnx").read_bytes()
+        assert verify_bundle(fitted.out_dir / row["bundle"]).passed
+
+
+def test_an_unknown_reuse_setting_is_refused(tmp_path):
+    from subnet_export.errors import InputError
+
+    with pytest.raises(InputError, match="reuse must be one of template, off"):
+        sweep(SPACE, tmp_path / "out", archs=[SKIP8], reuse="always")
+
+
+def test_the_report_draws_the_axes_asked_for(checkpoints, tmp_path):
+    from subnet_export.errors import InputError
+
+    entries = [{"arch": SKIP8, "accuracy": 0.5}, {"arch": SKIP16, "accuracy": 0.7}]
+    with pytest.raises(InputError, match="unknown report axis 'flops'"):
+        sweep(SPACE, tmp_path / "refused", archs=entries, report_axes=("parameters", "flops"))
+    assert not (tmp_path / "refused").exists()  # refused before any work
+    result = sweep(SPACE, tmp_path / "out", archs=entries, weights=checkpoints[0],
+                   report_axes=("parameters", "accuracy"), **OPTIONS)
+    page = (result.out_dir / REPORT_NAME).read_text(encoding="utf-8")
+    assert "accuracy (higher is better)" in page and "latency (ms) (lower" not in page
