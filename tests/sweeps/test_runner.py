@@ -181,7 +181,7 @@ def test_an_interruption_after_a_bundle_is_installed_still_logs_its_row(checkpoi
         (bundles[0], "exported", "passed")]
 
 
-# -- template reuse ---------------------------------------------------------------------------------
+# -- template reuse -------------------------------------------------------------------------------
 #: one topology (depth 2, op skip), three widths and kernels: one trace, two fitted templates
 SAME_TOPOLOGY = [{"width": 8, "block.k": 3, "depth": 2, "op": "skip"},
                  {"width": 16, "block.k": 5, "depth": 2, "op": "skip"},
