@@ -2,6 +2,6 @@
 
 ``rule`` (the verdict rule), ``comparison`` (per-set figures), ``report`` (``ParityReport`` and its
 parts), ``record`` (what the bundle side reads of a recorded report): numpy or stdlib only.
-``inputs`` (the input sets), ``backends`` (torch and onnxruntime candidates), ``locate`` (the
-first diverging module), ``validate`` (the stage).
+``inputs`` (the input sets), ``backends`` (torch and onnxruntime candidates), ``locate`` and
+``blame`` (the module where the error enters), ``validate`` (the stage).
 """

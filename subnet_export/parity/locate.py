@@ -1,4 +1,4 @@
-"""Name the first module whose output differs between the plain torch model and its ONNX file.
+"""Name the module whose output first goes wrong between the plain torch model and its ONNX file.
 
 torch side: forward hooks record each module's output in the order modules finish. ONNX side:
 every node carries the module path that produced it (the dynamo exporter's
@@ -6,6 +6,8 @@ every node carries the module path that produced it (the dynamo exporter's
 TorchScript exporter's ``/blocks/blocks.0/conv/Conv`` node names). A module's output tensors
 are the values its nodes produce and something outside it reads; those are added as extra graph
 outputs of an in-memory copy, run once through onnxruntime and compared in torch's order.
+
+Every module output is judged; :mod:`.blame` picks the one where the error enters.
 """
 
 from __future__ import annotations
@@ -23,9 +25,9 @@ from torch import nn
 
 from ..export.graph import input_names
 from ..runtime import make_session
-from .comparison import OutputComparison
+from .blame import Finding, blame, judge
 from .report import Divergence
-from .rule import Tolerance, describe_failure, noise_check, tolerance_for
+from .rule import Tolerance, tolerance_for
 
 __all__ = ["locate_divergence", "locate_torch_divergence", "module_scopes"]
 
@@ -94,28 +96,6 @@ def _boundaries(model: onnx.ModelProto, modules: Sequence[str]) -> dict[str, lis
     return result
 
 
-def _diverges(cand: np.ndarray, ref: np.ndarray, orc: np.ndarray | None,
-              tolerance: Tolerance) -> tuple[str, float, int] | None:
-    """Why one module output diverges, its max abs error and NaN/Inf count; None when it agrees.
-
-    The same rules as the verdict, on one tensor: NaN/Inf, the elementwise bound when the
-    tolerance sets one, and the noise rule against this module's own float64 output.
-    """
-    cmp = OutputComparison.from_arrays("", "", cand, ref, tolerance)
-    bad = cmp.nan_count + cmp.inf_count + cmp.ref_nonfinite
-    if bad:
-        return f"{bad} NaN/Inf in its output", cmp.max_abs_error, bad
-    if not cmp.passed:
-        return cmp.reason, cmp.max_abs_error, 0
-    if tolerance.noise_factor is not None:
-        check = noise_check("", [cand], [ref], None if orc is None else [orc],
-                            tolerance.noise_factor)
-        if not check.passed:
-            return (f"{describe_failure(check)}, max abs {cmp.max_abs_error:.3g}",
-                    cmp.max_abs_error, 0)
-    return None
-
-
 def _float64(inputs: Sequence[torch.Tensor]) -> list[torch.Tensor]:
     return [t.double() if t.is_floating_point() else t for t in inputs]
 
@@ -140,7 +120,7 @@ def locate_divergence(
     module_labels: Mapping[str, Sequence[str]] | None = None,
     oracle: nn.Module | None = None,
 ) -> Divergence | None:
-    """Find the first module (in execution order) whose ONNX output differs from torch's.
+    """Find the module where the ONNX outputs start to differ from torch's (see :mod:`.blame`).
 
     Args:
         plain: the plain torch model the ONNX file was exported from.
@@ -178,27 +158,28 @@ def locate_divergence(
         return Divergence(module=None, reason=f"could not run the instrumented model: {exc}")
 
     unmapped: list[str] = []
-    checked = 0
+    findings: list[Finding] = []
     for path, tensors in captured.items():
         pairs = _match(tensors, [(n, values[n]) for n in bounds.get(path, []) if n in values])
         if not pairs:
             unmapped.append(path)
             continue
-        checked += 1
         ours64 = captured64.get(path, [])
         for index, tensor_name, torch_out, onnx_out in pairs:
             orc = ours64[index].numpy() if index < len(ours64) else None
-            found = _diverges(onnx_out, torch_out, orc, tolerance)
-            if found is not None:
-                why, max_abs, bad = found
-                return Divergence(module=path, reason=f"{why} (ONNX value {tensor_name!r})",
-                                  labels=_labels(path, module_labels), tensor=tensor_name,
-                                  max_abs_error=max_abs, nan_count=bad,
-                                  checked=checked, unmapped=unmapped)
+            findings.append(Finding(path, tensor_name,
+                                     *judge(onnx_out, torch_out, orc, tolerance)))
+    checked = len({f.path for f in findings})
     if not checked:
         return Divergence(module=None, unmapped=unmapped,
                           reason="no module output could be matched to an ONNX value")
-    return None
+    blamed = blame(findings)
+    if blamed is None or blamed.failure is None:
+        return None
+    why, max_abs, bad = blamed.failure
+    return Divergence(module=blamed.path, reason=f"{why} (ONNX value {blamed.tensor!r})",
+                      labels=_labels(blamed.path, module_labels), tensor=blamed.tensor,
+                      max_abs_error=max_abs, nan_count=bad, checked=checked, unmapped=unmapped)
 
 
 def locate_torch_divergence(
@@ -210,7 +191,7 @@ def locate_torch_divergence(
     module_labels: Mapping[str, Sequence[str]] | None = None,
     oracle: nn.Module | None = None,
 ) -> Divergence | None:
-    """Find the first module whose plain output differs from the same path in ``reference``.
+    """Find the module where the plain outputs start to differ from ``reference``'s.
 
     Used when the plain torch model itself disagrees with the supernet path: modules are paired
     by path (the plain model keeps the supernet's module paths), and only same-shaped outputs
@@ -233,28 +214,29 @@ def locate_torch_divergence(
     tolerance = tolerance_for("torch-cpu", tolerance)
     ref_out = _capture(reference, inputs)
     ref64 = {} if oracle is None else _capture(oracle.eval(), _float64(inputs))
-    checked = 0
     unmapped: list[str] = []
+    findings: list[Finding] = []
     for path, tensors in _capture(plain, inputs).items():
         theirs, theirs64 = ref_out.get(path, []), ref64.get(path, [])
         pairs = [(k, a, b) for k, (a, b) in enumerate(zip(tensors, theirs)) if a.shape == b.shape]
         if not pairs:
             unmapped.append(path)
             continue
-        checked += 1
         for k, mine, ref in pairs:
             orc = theirs64[k].numpy() if k < len(theirs64) else None
-            found = _diverges(mine.numpy(), ref.numpy(), orc, tolerance)
-            if found is not None:
-                why, max_abs, bad = found
-                return Divergence(module=path, reason=f"plain model differs from the supernet "
-                                  f"path: {why}", labels=_labels(path, module_labels),
-                                  max_abs_error=max_abs, nan_count=bad, checked=checked,
-                                  unmapped=unmapped)
+            findings.append(Finding(path, "", *judge(mine.numpy(), ref.numpy(), orc,
+                                                          tolerance)))
+    checked = len({f.path for f in findings})
     if not checked:
         return Divergence(module=None, unmapped=unmapped,
                           reason="no plain module path matches a supernet module path")
-    return None
+    blamed = blame(findings)
+    if blamed is None or blamed.failure is None:
+        return None
+    why, max_abs, bad = blamed.failure
+    return Divergence(module=blamed.path, reason=f"plain model differs from the supernet path: "
+                      f"{why}", labels=_labels(blamed.path, module_labels),
+                      max_abs_error=max_abs, nan_count=bad, checked=checked, unmapped=unmapped)
 
 
 def _match(tensors: list[torch.Tensor], values: list[tuple[str, np.ndarray]]

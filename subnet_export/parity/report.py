@@ -108,14 +108,14 @@ class Divergence:
     """Where the plain model and the ONNX model first disagree.
 
     Attributes:
-        module: path of the first diverging module in execution order (``blocks.1.conv``), or
-            None when no module output could be blamed (``reason`` says why).
+        module: path of the module where the error enters (``blocks.1.conv``, see
+            ``blame.py``), or None when no module output could be blamed (``reason`` says why).
         labels: supernet labels that chose this module (from ``module_labels``), nearest
             labelled ancestor when the module itself has none.
         tensor: the ONNX value compared for that module.
         max_abs_error: largest finite difference at that module.
         nan_count: NaN/Inf elements in either side at that module.
-        checked: how many module outputs were compared before stopping.
+        checked: how many modules had an output compared.
         unmapped: modules with no ONNX counterpart (fused away, identity, called twice).
         reason: one line a user can act on.
     """

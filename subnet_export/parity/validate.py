@@ -75,7 +75,7 @@ def validate(
             (``rule.DEFAULT_NOISE_FACTORS``); an ``atol``/``rtol`` is applied elementwise.
         providers: onnxruntime providers to try (default CPU and CUDA); each is a backend
             ``ort-<name>``, reported skipped with the reason when it cannot run here.
-        locate: on a failure, name the first diverging module (``report.divergence``).
+        locate: on a failure, name the module where the error enters (``report.divergence``).
         module_labels: ``{plain module path: [labels]}``; default asks
             ``se.module_labels(supernet, arch)`` when a supernet is given and parity failed.
         tf32: allow TF32 on the CUDA backends (off by default; the report records it).
