@@ -23,8 +23,10 @@ from torch import nn
 
 from .template import GraphTemplate, TemplateMismatch, topology_key
 
-__all__ = ["PRESELECT_RTOL", "Pick", "TemplateStore", "keep", "reuse"]
+__all__ = ["MAX_TEMPLATE_BYTES", "PRESELECT_RTOL", "Pick", "TemplateStore", "keep", "reuse"]
 
+#: models with more weight bytes than this are always traced (one protobuf holds 2 GiB)
+MAX_TEMPLATE_BYTES = 2**30
 #: largest error, relative to the largest output magnitude, for a template to be tried at all
 #: (a wrong graph is off by far more; the verdict itself is the noise rule of the validation)
 PRESELECT_RTOL = 1e-3
@@ -110,6 +112,8 @@ def reuse(templates: TemplateStore | None, plain: nn.Module, state: dict[str, to
     """
     if templates is None or exporter != "dynamo":
         return Pick(None)
+    if sum(t.numel() * t.element_size() for t in state.values()) > MAX_TEMPLATE_BYTES:
+        return Pick(None)  # a fitted graph is held, and run once, as one protobuf
     try:
         arrays = {n: t.detach().cpu().numpy() for n, t in state.items()}
     except TypeError:  # a dtype numpy does not have (bfloat16): always trace
