@@ -17,7 +17,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip setuptools -c constraints.txt
-	$(PY) -m pip install -q -c constraints.txt -e ".[test,nni-oracle]"
+	$(PY) -m pip install -q -c constraints.txt -e ".[test,nni-oracle,ray]"
 	$(PY) -m pip install -q -c constraints.txt --no-deps nni
 	touch $(STAMP)
 

@@ -75,7 +75,14 @@ def format_rows(rows: Sequence[Mapping[str, Any]], out_dir: str) -> str:
 @click.option("--input-seed", type=options.SEED, default=0, show_default=True,
               help="Seed of the random validation inputs.")
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Processes exporting at once (each builds the supernet once).")
+              help="Processes (or Ray actors) exporting at once, each building the supernet "
+                   "once.")
+@click.option("--executor", type=click.Choice(["local", "ray"]), default="local",
+              show_default=True,
+              help="local: this machine; ray: a Ray cluster (pip install 'subnet-export[ray]'; "
+                   "--out on a filesystem every node shares).")
+@click.option("--address", default=None, metavar="auto|HOST:PORT",
+              help="The Ray cluster for --executor ray (default: auto).")
 @click.option("--latency-runs", type=click.IntRange(min=0), default=10, show_default=True,
               help="Timed onnxruntime CPU runs at batch 1 per bundle (0: no latency).")
 @click.option("--reuse", type=click.Choice(["template", "off"]), default="template",
@@ -95,8 +102,9 @@ def sweep_command(supernet: str, archs_path: str | None, sample: int, seed: int,
                   dynamic_axes: tuple[str, ...], opset: int | None, exporter: str,
                   providers: str | None, atol: float | None, rtol: float | None,
                   noise_factor: float | None, samples: str | None, batch: int | None,
-                  input_seed: int, workers: int, latency_runs: int, reuse: str,
-                  report_axes: str, as_json: bool, debug: bool) -> int:
+                  input_seed: int, workers: int, executor: str, address: str | None,
+                  latency_runs: int, reuse: str, report_axes: str, as_json: bool,
+                  debug: bool) -> int:
     """Export and validate many subnets of SUPERNET; rerun to resume (finished bundles stay)."""
     from .errors import InputError
     from .parity.rule import Tolerance
@@ -125,7 +133,8 @@ def sweep_command(supernet: str, archs_path: str | None, sample: int, seed: int,
                        exporter=exporter, opset=opset, providers=options.providers(providers),
                        tolerance=tolerance, samples=samples, batch=batch,
                        input_seed=input_seed, workers=workers, latency_runs=latency_runs,
-                       reuse=reuse, report_axes=axes_xy, progress=progress)
+                       reuse=reuse, report_axes=axes_xy, executor=executor,
+                       address=address, progress=progress)
     click.echo(format_rows(result.rows, str(result.out_dir)), err=as_json)
     if as_json:
         click.echo(json.dumps(result.summary(), indent=2, default=str))

@@ -21,7 +21,10 @@ from .naming import bundle_key, bundle_name, state_digest
 from .report import resolve_axis, write_report
 from .resume import reusable
 
-__all__ = ["ROW_DEFAULTS", "SweepResult", "sweep"]
+__all__ = ["EXECUTORS", "ROW_DEFAULTS", "SweepResult", "sweep"]
+
+#: where a sweep's exports run: this machine (``--workers`` processes) or a Ray cluster
+EXECUTORS = ("local", "ray")
 
 #: every index row has these keys (``docs/sweep.md`` says what each holds)
 ROW_DEFAULTS: dict[str, Any] = {
@@ -72,6 +75,7 @@ def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[An
           samples: str | Path | None = None, batch: int | None = None, input_seed: int = 0,
           workers: int = 1, latency_runs: int = 10, reuse: str = "template",
           report_axes: tuple[str, str] = ("parameters", "latency_ms"),
+          executor: str = "local", address: str | None = None,
           progress: Progress | None = None) -> SweepResult:
     """Export and validate every arch into ``out_dir``, one bundle each, with an index.
 
@@ -96,7 +100,8 @@ def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[An
         samples: an ``.npz`` of user inputs, validated for every arch.
         batch: the larger batch validated besides 1.
         input_seed: seed of the random validation inputs (``export_subnet``'s ``seed``).
-        workers: 1 runs here; N > 1 uses N spawned processes (``pool.py``).
+        workers: with the local executor, 1 runs here and N > 1 uses N spawned processes
+            (``pool.py``); with Ray, the number of actors (``ray_pool.py``).
         latency_runs: timed onnxruntime CPU runs at batch 1 per bundle; 0 skips latency.
         reuse: ``"template"`` fits an earlier trace of the same topology to each arch
             (``export/template.py``; every arch is still validated in full), ``"off"`` traces
@@ -104,6 +109,9 @@ def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[An
         report_axes: the x and y of ``report.html``'s chart: ``parameters``, ``model_bytes``,
             ``latency_ms`` or a column of the arch file, ``-``/``+`` to minimize/maximize
             (``report.resolve_axis``); checked before any export.
+        executor: ``"local"`` (this machine) or ``"ray"`` (a Ray cluster; the sweep folder
+            must be at the same path on every node).
+        address: the Ray cluster (``auto``, ``HOST:PORT``, ``ray://...``); None: ``auto``.
         progress: called as ``progress(row, done, total)`` after each row.
 
     Returns:
@@ -116,9 +124,16 @@ def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[An
     """
     if reuse not in REUSE:
         raise InputError(f"reuse must be one of {', '.join(REUSE)}, not {reuse!r}")
-    if workers < 1 or (workers > 1 and not isinstance(supernet, str)):
-        raise InputError("workers must be >= 1, and a built supernet runs with workers=1 only "
-                         "(give the factory spec to use a pool)")
+    if executor not in EXECUTORS:
+        raise InputError(f"executor must be one of {', '.join(EXECUTORS)}, not {executor!r}")
+    pooled = workers > 1 or executor == "ray"
+    if workers < 1 or (pooled and not isinstance(supernet, str)):
+        raise InputError("workers must be >= 1, and a built supernet runs with workers=1 on "
+                         "this machine only (give the factory spec to use a pool or Ray)")
+    if executor == "ray":
+        from .ray_pool import preflight
+
+        preflight(address)  # refused before the supernet is built or the folder made
     net, sha, note = _load(supernet, strategy, weights)
     entries = _entries(net, archs, sample, seed)
     for axis in report_axes:  # an axis the report cannot draw: refused before any export
@@ -129,23 +144,29 @@ def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[An
     out = _sweep_dir(out_dir)
     header = {"supernet": supernet if isinstance(supernet, str) else type(supernet).__name__,
               "weights": None if weights is None else str(weights), "checkpoint_sha256": sha,
-              "options": key_fields, "workers": workers, "reuse": reuse}
+              "options": key_fields, "workers": workers, "reuse": reuse,
+              "executor": executor}
     plan = _plan(net, entries, out, sha, key_fields)
     writer = IndexWriter(out, header, len(entries))
     emit = Emitter(writer, plan, len(entries), progress)
     try:
         emit.rows(plan.rows)
         on_done = emit.job_done
-        if workers == 1:
+        where = {"spec": supernet, "strategy": strategy, "options": opts, "workers": workers,
+                 "weights": None if weights is None else str(weights),
+                 "checkpoint_sha256": sha, "on_done": on_done}
+        if executor == "ray":
+            from .ray_pool import run_ray
+
+            run_ray(plan.jobs, address=address, **where)
+        elif workers > 1:
+            from .pool import run_pool
+
+            run_pool(plan.jobs, **where)
+        else:
             for i, (arch, path) in enumerate(plan.jobs):
                 on_done(i, export_one(net, arch, path, opts, checkpoint_sha256=sha,
                                       weights_layout=note))
-        else:
-            from .pool import run_pool
-
-            run_pool(plan.jobs, spec=supernet, strategy=strategy,
-                     weights=None if weights is None else str(weights), options=opts,
-                     checkpoint_sha256=sha, workers=workers, on_done=on_done)
     finally:
         try:
             # an interruption between a bundle's install and its row: the bundle is whole

@@ -79,6 +79,9 @@ def test_a_rerun_prints_the_reused_bundles(first_run):
     (["--sample", "1", "--report-axes", "parameters"], "two names, X,Y"),
     (["--sample", "1", "--report-axes", "parameters,accuracy"], "unknown report axis 'accuracy'"),
     (["--sample", "1", "--reuse", "always"], "Invalid value for '--reuse'"),
+    (["--sample", "1", "--executor", "dask"], "Invalid value for '--executor'"),
+    (["--sample", "1", "--executor", "ray", "--address", "127.0.0.1:9"],
+     "cannot reach a Ray cluster at 127.0.0.1:9"),
 ])
 def test_usage_errors_are_exit_2_with_one_message(tmp_path, argv, needle):
     code, _, stderr = _main(["sweep", SPACE, "--out", str(tmp_path / "o"), *argv])

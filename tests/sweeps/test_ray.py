@@ -1,0 +1,165 @@
+"""``sweep --executor ray`` on a real local Ray cluster (``ray start --head``, two CPUs).
+
+The cluster is this module's: started once on 127.0.0.1 with its own temp dir, and its
+processes (found by that dir) killed at the end, so no other Ray on the machine is touched.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from subnet_export.bundle.verify import verify_bundle
+from subnet_export.errors import InputError
+from subnet_export.sweeps.index import INDEX_JSON
+from subnet_export.sweeps.runner import sweep
+
+try:
+    import ray  # noqa: F401 - a hard requirement of these tests (the ray extra), never a skip
+except ImportError as err:
+    raise ImportError(f"tests/sweeps/test_ray.py needs Ray ({err}); install the ray extra") from err
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+SPACE = f"{FIXTURES / 'tiny_space.py'}:supernet"
+ARCHS = [{"width": w, "block.k": k, "depth": d, "op": "skip"}
+         for w in (8, 12, 16) for k in (3, 5) for d in (1, 2)]
+OPTIONS = {"exporter": "torchscript", "batch": 2, "latency_runs": 0}
+VOLATILE = ("timings_s", "latency_ms", "warnings", "template_notes")
+#: Ray's own CLI, beside this interpreter
+RAY = str(Path(sys.executable).with_name("ray"))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _cluster_pids(temp_dir: str) -> list[int]:
+    """Processes of the cluster started with ``temp_dir`` (its raylets, GCS, agents, workers)."""
+    pids, ray_procs = [], []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == os.getpid():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+        except OSError:
+            continue
+        if temp_dir in cmdline or "ray::" in cmdline and temp_dir in _environ(entry):
+            pids.append(int(entry.name))
+        elif "ray::" in cmdline:
+            ray_procs.append(entry)
+    # the raylet's agents carry neither the temp dir nor its variable, only the raylet's pid
+    raylets = {f"RAY_RAYLET_PID={pid}" for pid in pids}
+    pids += [int(e.name) for e in ray_procs if raylets & set(_environ(e).split("\0"))]
+    return pids
+
+
+def _environ(proc: Path) -> str:
+    try:
+        return (proc / "environ").read_bytes().decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def _worker_pids(temp_dir: str) -> list[int]:
+    """Our actors' processes: Ray names them after the actor class."""
+    out = []
+    for pid in _cluster_pids(temp_dir):
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        if cmdline.startswith("ray::_Worker"):
+            out.append(pid)
+    return out
+
+
+@pytest.fixture(scope="module")
+def cluster():
+    """``HOST:PORT`` of a two-CPU head node on 127.0.0.1; torn down by its temp dir."""
+    temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must be short
+    port = _free_port()
+    env = {**os.environ, "RAY_TMPDIR": temp_dir, "RAY_USAGE_STATS_ENABLED": "0"}
+    started = subprocess.run(
+        [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
+         "--num-cpus", "2", "--temp-dir", temp_dir, "--include-dashboard", "false",
+         "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, started.stdout + started.stderr
+    os.environ["RAY_TMPDIR"] = temp_dir
+    try:
+        yield f"127.0.0.1:{port}", temp_dir
+    finally:
+        if ray.is_initialized():
+            ray.shutdown()
+        for pid in _cluster_pids(temp_dir):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+        os.environ.pop("RAY_TMPDIR", None)
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _stable(rows):
+    return [{k: v for k, v in r.items() if k not in VOLATILE} for r in rows]
+
+
+@pytest.fixture(scope="module")
+def local_rows(tmp_path_factory):
+    return sweep(SPACE, tmp_path_factory.mktemp("local") / "out", archs=ARCHS, **OPTIONS).rows
+
+
+def test_a_sweep_on_ray_gives_the_rows_of_a_local_one(cluster, local_rows, tmp_path):
+    address, _ = cluster
+    result = sweep(SPACE, tmp_path / "out", archs=ARCHS, executor="ray", address=address,
+                   workers=2, **OPTIONS)
+    assert result.exit_code == 0 and result.complete
+    assert _stable(result.rows) == _stable(local_rows)
+    assert all(verify_bundle(tmp_path / "out" / r["bundle"]).passed for r in result.rows)
+    assert json.loads((tmp_path / "out" / INDEX_JSON).read_text())["executor"] == "ray"
+
+
+def test_a_killed_worker_has_its_arch_run_again(cluster, local_rows, tmp_path):
+    address, temp_dir = cluster
+    out = tmp_path / "out"
+    killed: list[int] = []
+
+    def kill_one_mid_export() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not killed:
+            busy = out.is_dir() and any(p.name.startswith(".subnet-") for p in out.iterdir())
+            workers = _worker_pids(temp_dir)
+            if busy and workers:
+                os.kill(workers[0], signal.SIGKILL)
+                killed.append(workers[0])
+            time.sleep(0.01)
+
+    killer = threading.Thread(target=kill_one_mid_export)
+    killer.start()
+    result = sweep(SPACE, out, archs=ARCHS, executor="ray", address=address, workers=2,
+                   **OPTIONS)
+    killer.join()
+    assert killed, "no worker was seen mid-export"
+    assert result.exit_code == 0 and result.complete
+    assert _stable(result.rows) == _stable(local_rows)
+    names = sorted(p.name for p in out.iterdir())
+    assert not [n for n in names if n.startswith(".")], names  # no partial bundle left
+    assert all(verify_bundle(out / r["bundle"]).passed for r in result.rows)
+
+
+def test_no_cluster_is_one_message(tmp_path):
+    with pytest.raises(InputError, match="cannot reach a Ray cluster at 127.0.0.1:9"):
+        sweep(SPACE, tmp_path / "out", archs=ARCHS[:1], executor="ray",
+              address="127.0.0.1:9", **OPTIONS)
