@@ -163,3 +163,22 @@ def test_no_cluster_is_one_message(tmp_path):
     with pytest.raises(InputError, match="cannot reach a Ray cluster at 127.0.0.1:9"):
         sweep(SPACE, tmp_path / "out", archs=ARCHS[:1], executor="ray",
               address="127.0.0.1:9", **OPTIONS)
+
+
+def test_the_console_script_sweeps_on_ray(cluster, local_rows, tmp_path):
+    address, _ = cluster
+    archs = tmp_path / "archs.jsonl"
+    archs.write_text("".join(json.dumps(a) + "\n" for a in ARCHS[:4]))
+    out = tmp_path / "out"
+    done = subprocess.run(
+        [str(Path(sys.executable).with_name("subnet-export")), "sweep", SPACE, "--archs",
+         str(archs), "--out", str(out), "--executor", "ray", "--address", address, "--workers",
+         "2", "--exporter", "torchscript", "--batch", "2", "--latency-runs", "0", "--json"],
+        capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr
+    summary = json.loads(done.stdout)
+    # the same rows as the in-process sweep, but for where each arch came from (a file here)
+    assert [r.pop("origin") for r in summary["rows"]] == [f"archs.jsonl:{i}" for i in range(1, 5)]
+    assert _stable(summary["rows"]) == [{k: v for k, v in r.items() if k != "origin"}
+                                        for r in _stable(local_rows[:4])]
+    assert json.loads((out / INDEX_JSON).read_text())["executor"] == "ray"
