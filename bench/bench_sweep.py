@@ -147,31 +147,31 @@ def _ray_cluster(cpus: int):
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     env = {**os.environ, "RAY_TMPDIR": temp, "RAY_USAGE_STATS_ENABLED": "0"}
-    subprocess.run([str(exe), "start", "--head", "--node-ip-address", "127.0.0.1", "--port",
-                    str(port), "--num-cpus", str(cpus), "--temp-dir", temp,
-                    "--include-dashboard", "false", "--disable-usage-stats"],
-                   env=env, check=True, capture_output=True, timeout=180)
+    # in a session of its own, which every process of the cluster inherits
+    start = subprocess.Popen([str(exe), "start", "--head", "--node-ip-address", "127.0.0.1",
+                              "--port", str(port), "--num-cpus", str(cpus), "--temp-dir", temp,
+                              "--include-dashboard", "false", "--disable-usage-stats"],
+                             env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                             start_new_session=True)
     try:
+        if start.wait(timeout=180):
+            raise RuntimeError("ray start --head failed")
         yield f"127.0.0.1:{port}"
     finally:
-        _stop_cluster(temp)
+        _stop_session(start.pid)
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def _stop_cluster(temp: str) -> None:
-    """SIGKILL the processes of the cluster started with ``temp``, no other Ray's."""
-    def read(pid: str, name: str) -> str:
+def _stop_session(session: int) -> None:
+    """SIGKILL the processes of ``session`` (the cluster's), no other Ray's."""
+    for pid in os.listdir("/proc"):
         try:
-            return Path(f"/proc/{pid}/{name}").read_bytes().decode(errors="replace")
-        except OSError:
-            return ""
-    pids = [p for p in os.listdir("/proc") if p.isdigit() and int(p) != os.getpid()]
-    ours = {p for p in pids if temp in read(p, "cmdline") or temp in read(p, "environ")}
-    raylets = {f"RAY_RAYLET_PID={p}" for p in ours}
-    ours |= {p for p in pids if raylets & set(read(p, "environ").split("\0"))}
-    for pid in ours:
-        with contextlib.suppress(OSError):
-            os.kill(int(pid), signal.SIGKILL)
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        if int(fields[3]) == session and int(pid) != os.getpid():
+            with contextlib.suppress(OSError):
+                os.kill(int(pid), signal.SIGKILL)
 
 
 def run() -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """``sweep --executor ray`` on a real local Ray cluster (``ray start --head``, two CPUs).
 
-The cluster is this module's: started once on 127.0.0.1 with its own temp dir, and its
-processes (found by that dir) killed at the end, so no other Ray on the machine is touched.
+The cluster is this module's: started once on 127.0.0.1 in a session of its own, and the
+processes of that session killed at the end, so no other Ray on the machine is touched.
 """
 
 from __future__ import annotations
@@ -46,37 +46,30 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _cluster_pids(temp_dir: str) -> list[int]:
-    """Processes of the cluster started with ``temp_dir`` (its raylets, GCS, agents, workers)."""
-    pids, ray_procs = [], []
+def _cluster_pids(session: int) -> list[int]:
+    """Processes of the cluster whose ``ray start`` led ``session``: GCS, raylet, agents, workers.
+
+    Ray's daemons and workers stay in the session of the ``ray start`` that launched them; their
+    command lines and environments are rewritten by their process titles, so neither is a sure
+    way to find them.
+    """
+    pids = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit() or int(entry.name) == os.getpid():
             continue
         try:
-            cmdline = (entry / "cmdline").read_bytes().replace(b"\0", b" ").decode()
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if temp_dir in cmdline or "ray::" in cmdline and temp_dir in _environ(entry):
+        if int(fields[3]) == session:
             pids.append(int(entry.name))
-        elif "ray::" in cmdline:
-            ray_procs.append(entry)
-    # the raylet's agents carry neither the temp dir nor its variable, only the raylet's pid
-    raylets = {f"RAY_RAYLET_PID={pid}" for pid in pids}
-    pids += [int(e.name) for e in ray_procs if raylets & set(_environ(e).split("\0"))]
     return pids
 
 
-def _environ(proc: Path) -> str:
-    try:
-        return (proc / "environ").read_bytes().decode(errors="replace")
-    except OSError:
-        return ""
-
-
-def _worker_pids(temp_dir: str) -> list[int]:
+def _worker_pids(session: int) -> list[int]:
     """Our actors' processes: Ray names them after the actor class."""
     out = []
-    for pid in _cluster_pids(temp_dir):
+    for pid in _cluster_pids(session):
         try:
             cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
         except OSError:
@@ -88,22 +81,25 @@ def _worker_pids(temp_dir: str) -> list[int]:
 
 @pytest.fixture(scope="module")
 def cluster():
-    """``HOST:PORT`` of a two-CPU head node on 127.0.0.1; torn down by its temp dir."""
+    """``HOST:PORT`` of a two-CPU head node on 127.0.0.1, and its session; torn down by it."""
     temp_dir = tempfile.mkdtemp(prefix="rt", dir="/tmp")  # Ray's socket paths must be short
     port = _free_port()
     env = {**os.environ, "RAY_TMPDIR": temp_dir, "RAY_USAGE_STATS_ENABLED": "0"}
-    started = subprocess.run(
+    # in a session of its own, which every process of the cluster inherits
+    start = subprocess.Popen(
         [RAY, "start", "--head", "--node-ip-address", "127.0.0.1", "--port", str(port),
          "--num-cpus", "2", "--temp-dir", temp_dir, "--include-dashboard", "false",
-         "--disable-usage-stats"], env=env, capture_output=True, text=True, timeout=180)
-    assert started.returncode == 0, started.stdout + started.stderr
+         "--disable-usage-stats"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        text=True, start_new_session=True)
+    output, _ = start.communicate(timeout=180)
     os.environ["RAY_TMPDIR"] = temp_dir
     try:
-        yield f"127.0.0.1:{port}", temp_dir
+        assert start.returncode == 0, output
+        yield f"127.0.0.1:{port}", start.pid
     finally:
         if ray.is_initialized():
             ray.shutdown()
-        for pid in _cluster_pids(temp_dir):
+        for pid in _cluster_pids(start.pid):
             try:
                 os.kill(pid, signal.SIGKILL)
             except OSError:
@@ -132,7 +128,7 @@ def test_a_sweep_on_ray_gives_the_rows_of_a_local_one(cluster, local_rows, tmp_p
 
 
 def test_a_killed_worker_has_its_arch_run_again(cluster, local_rows, tmp_path):
-    address, temp_dir = cluster
+    address, session = cluster
     out = tmp_path / "out"
     killed: list[int] = []
 
@@ -140,7 +136,7 @@ def test_a_killed_worker_has_its_arch_run_again(cluster, local_rows, tmp_path):
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline and not killed:
             busy = out.is_dir() and any(p.name.startswith(".subnet-") for p in out.iterdir())
-            workers = _worker_pids(temp_dir)
+            workers = _worker_pids(session)
             if busy and workers:
                 os.kill(workers[0], signal.SIGKILL)
                 killed.append(workers[0])
