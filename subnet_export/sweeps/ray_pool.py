@@ -16,7 +16,6 @@ of the package never imports it.
 
 from __future__ import annotations
 
-import os
 import socket
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -44,10 +43,6 @@ class _Worker:
 
         torch.set_num_threads(threads)
         self.net, self.loaded = build_and_load(spec, strategy, weights)
-
-    def pid(self) -> int:
-        """The actor's process id (tests kill it)."""
-        return os.getpid()
 
     def export(self, arch: Any, out_dir: str, options: SweepOptions,
                checkpoint_sha256: str | None) -> dict[str, Any]:
