@@ -21,6 +21,7 @@ import click
 
 from . import options
 from .cli_sweep import sweep_command
+from .cli_variants import variant_config, variant_options
 from .console import report_error
 from .errors import SubnetExportError
 from .version import __version__
@@ -77,6 +78,7 @@ def cli(debug: bool) -> None:
 @click.option("--seed", type=options.SEED, default=0, show_default=True,
               help="Seed of random inputs.")
 @click.option("--force", is_flag=True, help="Replace an existing bundle at --out.")
+@variant_options
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON summary on stdout (the human result goes to stderr).")
 @options.debug_option
@@ -87,7 +89,7 @@ def onnx_command(supernet: str, arch_path: str | None, weights: str | None, out_
                  noise_factor: float | None, samples: str | None,
                  reference_outputs: str | None, calib_data: str | None,
                  calib_samples: int | None, calib_batch: int, batch: int | None, seed: int,
-                 force: bool, as_json: bool, debug: bool) -> int:
+                 force: bool, as_json: bool, debug: bool, **variant_args: Any) -> int:
     """Freeze, materialize, export, validate and bundle one subnet of SUPERNET."""
     from .bundle.atomic import check_writable
     from .bundle.layout import MANIFEST_NAME
@@ -104,6 +106,7 @@ def onnx_command(supernet: str, arch_path: str | None, weights: str | None, out_
         from .export.diagnose import check_opset
         check_opset(exporter, opset)
     check_writable(out_dir, force=force, marker=MANIFEST_NAME)
+    variants = variant_config(**variant_args, calib_batch=calib_batch)
     arch = _read_arch(arch_path) if arch_path else None
     for what, path in (("samples", samples), ("reference outputs", reference_outputs),
                        ("calibration data", calib_data)):
@@ -114,7 +117,8 @@ def onnx_command(supernet: str, arch_path: str | None, weights: str | None, out_
     specs = specs or options.default_specs(net, supernet)
     tolerance = (None if (atol, rtol, noise_factor) == (None, None, None)
                  else Tolerance(atol, rtol, noise_factor))
-    stages = [s for s in STAGES if s != "recalibrate" or calib_data]
+    stages = [s for s in STAGES if (s != "recalibrate" or calib_data)
+              and (s != "variants" or variants)]
     with StageProgress(stages) as progress:
         result = export_subnet(
             net, out_dir, inputs=specs, output_names=names, dynamic_axes=axes, arch=arch,
@@ -122,7 +126,8 @@ def onnx_command(supernet: str, arch_path: str | None, weights: str | None, out_
             tolerance=tolerance, samples=samples, reference_outputs=reference_outputs,
             batch=batch, seed=seed, force=force, checkpoint_sha256=loaded.sha256,
             weights_layout=loaded.note, calib_data=calib_data, calib_samples=calib_samples,
-            calib_batch=calib_batch, progress=progress, warn=lambda m: _warn(progress, m))
+            calib_batch=calib_batch, progress=progress, warn=lambda m: _warn(progress, m),
+            variants=variants)
     click.echo(format_run(result), err=as_json)
     if as_json:
         _emit_json(result.summary())

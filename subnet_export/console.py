@@ -118,6 +118,7 @@ def format_run(result: Any) -> str:
     ]
     lines = [f"{k:<11} {v}" for k, v in rows]
     lines += ["", result.report.format_table(), ""]
+    lines += _variant_lines(result)
     marked = "" if result.report.passed else " (marked failed)"
     out = str(result.out_dir)
     lines.append(f"bundle: {out}{marked}")
@@ -127,6 +128,27 @@ def format_run(result: Any) -> str:
                  "(docs/gates.md)")
     lines.append(f"        subnet-export inspect {out}    # what the bundle holds")
     return "\n".join(lines)
+
+
+def _variant_lines(result: Any) -> list[str]:
+    """The edge variants' statistics table, sizes and verdict (nothing without variants)."""
+    variants = getattr(result, "variants", [])
+    if not variants:
+        return []
+    from .variants.stats import format_stats
+
+    lines = [format_stats([])[0]]
+    for v in variants:
+        lines += v.format_lines()
+    size = max(result.model_bytes, 1)
+    lines.append("sizes: " + ", ".join(
+        f"{v.file} {format_bytes(result.manifest.files.get(v.file, {}).get('size', 0))}"
+        f" ({result.manifest.files.get(v.file, {}).get('size', 0) / size:.2f}x)"
+        for v in variants))
+    failed = [v.kind for v in variants if not v.passed]
+    lines.append(f"variants: {'FAILED ' + ', '.join(failed) if failed else 'PASSED'} "
+                 "(* the judged set; docs/edge.md)")
+    return lines + [""]
 
 
 def format_space(specs: Mapping[str, Any], modules: Mapping[str, Sequence[str]]) -> str:

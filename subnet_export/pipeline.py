@@ -36,10 +36,12 @@ from .plain.materialize import materialize_with_labels
 from .preflight import check_input_memory
 from .signature import InputSpec, choose_batch, resolve_names
 from .supernet.walk import slicing_conventions
+from .variants.build import VariantOptions
+from .variants.stage import VariantsOutcome, run_variants
 
 __all__ = ["STAGES", "RunResult", "export_subnet"]
 
-STAGES = ("freeze", "recalibrate", "materialize", "export", "validate", "bundle")
+STAGES = ("freeze", "recalibrate", "materialize", "export", "validate", "variants", "bundle")
 
 
 @dataclass
@@ -56,11 +58,17 @@ class RunResult:
     unused_parameter_count: int = 0
     export_route: str = "traced"
     template_notes: tuple[str, ...] = ()
+    variants: list[Any] = field(default_factory=list)
+
+    @property
+    def passed(self) -> bool:
+        """Whether float parity and every edge variant's statistical parity passed."""
+        return self.report.passed and all(v.passed for v in self.variants)
 
     @property
     def exit_code(self) -> int:
-        """0 when every parity check passed, 1 otherwise."""
-        return 0 if self.report.passed else 1
+        """0 when every parity check (variants included) passed, 1 otherwise."""
+        return 0 if self.passed else 1
 
     @property
     def model_bytes(self) -> int:
@@ -73,7 +81,7 @@ class RunResult:
         """The machine-readable summary ``--json`` prints."""
         return {
             "bundle": str(self.out_dir),
-            "passed": self.report.passed,
+            "passed": self.passed,
             "exit_code": self.exit_code,
             "arch": self.arch,
             "parameter_count": self.parameter_count,
@@ -84,6 +92,7 @@ class RunResult:
             "nonfinite_tensors": self.nonfinite,
             "timings_s": {k: round(v, 4) for k, v in self.timings.items()},
             "parity": self.report.to_dict(),
+            "variants": {v.kind: v.to_manifest() for v in self.variants},
         }
 
 
@@ -113,6 +122,7 @@ def export_subnet(
     progress: Callable[[str, str], None] | None = None,
     warn: Callable[[str], None] | None = None,
     templates: TemplateStore | None = None,
+    variants: VariantOptions | None = None,
 ) -> RunResult:
     """Run every stage and write the bundle to ``out_dir``.
 
@@ -157,6 +167,9 @@ def export_subnet(
         templates: traces to reuse for a subnet of the same topology (``export/reuse.py``;
             a sweep keeps one). A subnet made from a template that then fails parity is
             traced afresh and judged again (``export_route`` ``"retraced"``).
+        variants: FP16/INT8 models to add, judged by statistical parity against the supernet
+            path (docs/edge.md); INT8 calibrates on ``calib_data`` when given. A failed
+            variant makes ``exit_code`` 1, as failed float parity does.
 
     Returns:
         A :class:`RunResult`; its ``exit_code`` is 1 when parity failed (the bundle is still
@@ -201,14 +214,16 @@ def export_subnet(
         if route == "template" and not report.passed:  # not trusted: trace and judge that
             exported, report = export_and_validate(None)
             route = "retraced"
-        if exported.unused:
-            run.warn(f"{len(exported.unused)} tensor(s) of the subnet are never read by the "
-                     f"exported graph (a dead branch of this arch): "
-                     f"{', '.join(exported.unused[:5])}")
+        run.warn_unused(exported.unused)
         counts, slicing = parameter_counts(plain, exported.unused), slicing_conventions(supernet)
+        edge = run.stage("variants", lambda: run_variants(
+            supernet, frozen, plain, exported, work, variants, report=report, examples=examples,
+            specs=specs, calib_data=calib_data, calib_samples=calib_samples, samples=samples,
+            seed=seed)) if variants else VariantsOutcome()
         manifest = run.stage("bundle", lambda: write_bundle(
             out_dir, model_path=exported.path, arch=frozen, parity=report.to_dict(),
             samples=bundle_samples(report, exported), force=force, graph=exported.graph,
+            files=edge.files, variants=edge.manifest_entries(), ort=edge.ort,
             extra={"parameter_count": counts[0], "unused_parameter_count": counts[1],
                    "source_checkpoint_sha256": checkpoint_sha256, "exporter": exporter,
                    "weights_layout": weights_layout, "slicing_conventions": slicing,
@@ -221,4 +236,4 @@ def export_subnet(
                    **samples_tolerance(report, tolerance)}))
     return RunResult(Path(out_dir), frozen, report, manifest, counts[0], run.timings,
                      run.nonfinite, unused_parameter_count=counts[1], export_route=route,
-                     template_notes=exported.template_notes)
+                     template_notes=exported.template_notes, variants=edge.results)

@@ -46,6 +46,11 @@ class RunLog:
         self.note(name, "done")
         return value
 
+    def warn_unused(self, unused: Sequence[str]) -> None:
+        if unused:
+            self.warn(f"{len(unused)} tensor(s) of the subnet are never read by the exported "
+                      f"graph (a dead branch of this arch): {', '.join(unused[:5])}")
+
     def check_finite(self, plain: nn.Module) -> None:
         self.nonfinite = nonfinite_tensors(plain)
         if self.nonfinite:

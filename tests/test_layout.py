@@ -15,13 +15,14 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "subnet_export"
 STAGE_FOLDERS = {"space", "supernet", "plain", "export", "parity", "recalibrate", "bundle",
-                 "sweeps"}
+                 "sweeps", "variants"}
 #: drop-in namespaces for another framework's API: their __init__ re-exports by design
 FRONT_ENDS = {"nni"}
 #: Python modules of the package that must run without torch (the edge side and what it reads).
 TORCH_FREE = ("bundle", "parity.rule", "parity.report", "parity.comparison", "parity.record",
               "export.graph", "runtime", "npz", "errors", "version", "signature", "options",
-              "console")
+              "console", "variants.stats", "variants.run", "variants.convert",
+              "variants.sensitivity", "variants.build", "variants.ort_format")
 MAX_MODULE_LINES = 300
 MAX_FUNCTION_LINES = 60
 

@@ -17,7 +17,9 @@ from .layout import TOLERANCE_KEYS
 __all__ = ["SCHEMA", "SCHEMA_VERSION", "BundleManifest"]
 
 SCHEMA = "subnet-export/bundle"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
+#: Fields a manifest of an older schema may lack, with the value they then take.
+_OPTIONAL: dict[str, type] = {"variants": dict, "ort": dict}
 
 # Fields that must be present with these JSON types (bool is excluded from int below).
 _TYPES: dict[str, type | tuple[type, ...]] = {
@@ -68,6 +70,11 @@ class BundleManifest:
         sample_cases: number of cases in ``samples.npz``.
         files: relative path -> ``{"size", "sha256"}`` for every bundle file but the manifest.
         extra: free-form JSON the writer added (calibration, exporter, ...).
+        variants: kind (``fp16``, ``int8``) -> the edge variant's entry: its ``file``, verdict
+            (``passed``), ``limits``, statistics on its ``judged_set``, settings, sensitivity
+            (schema 3; docs/edge.md). Empty without variants.
+        ort: ``{"files": {model file: .ort file}, "operators_config": name}`` when the bundle
+            holds ORT-format models for onnxruntime's minimal build (schema 3), else empty.
         schema: always :data:`SCHEMA`.
         schema_version: :data:`SCHEMA_VERSION` of the writer.
         manifest_sha256: sha256 of the canonical manifest with this field set to ``""``.
@@ -89,6 +96,8 @@ class BundleManifest:
     sample_cases: int
     files: dict[str, dict[str, Any]]
     extra: dict[str, Any] = field(default_factory=dict)
+    variants: dict[str, dict[str, Any]] = field(default_factory=dict)
+    ort: dict[str, Any] = field(default_factory=dict)
     schema: str = SCHEMA
     schema_version: int = SCHEMA_VERSION
     manifest_sha256: str = ""
@@ -150,6 +159,13 @@ class BundleManifest:
             value = data[name]
             if not isinstance(value, typ) or (isinstance(value, bool) and typ is int):
                 raise BundleError(f"manifest.json field {name!r} has the wrong type")
+        for name, typ in _OPTIONAL.items():
+            if not isinstance(data.get(name, typ()), typ):
+                raise BundleError(f"manifest.json field {name!r} has the wrong type")
+        for kind, entry in data.get("variants", {}).items():
+            if not (isinstance(entry, dict) and isinstance(entry.get("file"), str)
+                    and isinstance(entry.get("passed"), bool)):
+                raise BundleError(f"manifest.json variant {kind!r} lacks its file or verdict")
         if data["parity"] not in ("passed", "failed"):
             raise BundleError("manifest.json field 'parity' is neither 'passed' nor 'failed'")
         tol = data["tolerance"]

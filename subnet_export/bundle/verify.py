@@ -20,6 +20,7 @@ from ..runtime import available_providers, make_session
 from .integrity import FileCheck, check_files, tamper_message
 from .layout import SAMPLES_NAME, TOLERANCE_KEYS
 from .samples import SampleCase, read_samples
+from .verify_variants import VariantCheck, check_variants, format_variant_checks
 
 __all__ = ["SampleCheck", "VerifyReport", "verify_bundle"]
 
@@ -56,6 +57,7 @@ class VerifyReport:
     require_parity: bool = True
     notes: list[str] = field(default_factory=list)
     noise: list[NoiseCheck] = field(default_factory=list)
+    variants: list[VariantCheck] = field(default_factory=list)
 
     @property
     def tampered(self) -> list[FileCheck]:
@@ -67,7 +69,8 @@ class VerifyReport:
         """Whether files, samples and (if required) the parity verdict all passed."""
         parity_ok = self.parity == "passed" or not self.require_parity
         return (not self.tampered and bool(self.samples) and all(s.passed for s in self.samples)
-                and all(n.passed for n in self.noise) and parity_ok)
+                and all(n.passed for n in self.noise) and parity_ok
+                and all(v.passed for v in self.variants))
 
     @property
     def exit_code(self) -> int:
@@ -93,6 +96,7 @@ class VerifyReport:
             "samples": [asdict(s) for s in self.samples],
             "noise": [_finite(asdict(n)) for n in self.noise],
             "notes": list(self.notes),
+            "variants": [v.to_json() for v in self.variants],
         }
 
     def format_table(self) -> str:
@@ -111,6 +115,7 @@ class VerifyReport:
                       f"{'ok' if n.passed else 'FAIL'}" for n in self.noise]
             lines.append("error/noise: onnxruntime's error against the float64 oracle in units "
                          "of the float32 reference's own error")
+        lines += format_variant_checks(self.variants)
         lines += [f"note: {n}" for n in self.notes]
         lines += ["", f"parity verdict in manifest: {self.parity}",
                   f"verify: {'PASSED' if self.passed else 'FAILED'} (exit {self.exit_code})"]
@@ -159,15 +164,36 @@ def _tolerance(manifest_tol: dict[str, float | None], atol: float | None, rtol: 
 
 
 def _noise_checks(cases: list[SampleCase], got: list[dict[str, np.ndarray]],
-                  factor: float, root: Path) -> list[NoiseCheck]:
+                  factor: float, root: Path, model_file: str) -> list[NoiseCheck]:
     if not all(c.oracles for c in cases):
         raise BundleError(f"bundle {root}: its tolerance is the noise rule but samples.npz holds "
                           "no oracle outputs; pass --atol/--rtol to verify elementwise")
     names = sorted(cases[0].outputs)
     if any(sorted(c.outputs) != names for c in cases):
         raise BundleError(f"bundle {root}: the noise rule needs the same outputs in every case")
-    return [noise_check(name, [g[name] for g in got], [c.outputs[name] for c in cases],
+    tag = "" if model_file.endswith(".onnx") else f"{model_file}:"
+    return [noise_check(tag + name, [g[name] for g in got], [c.outputs[name] for c in cases],
                         [c.oracles[name] for c in cases], factor) for name in names]
+
+
+def _rerun(root: Path, model_file: str, cases: list[SampleCase], providers: list[str],
+           tol: dict[str, float | None], report: VerifyReport) -> list[dict[str, np.ndarray]]:
+    """Run the samples through one model file (``model.onnx`` or its ``.ort``), check each."""
+    session = _session(root / model_file, providers)
+    tag = "" if model_file.endswith(".onnx") else f"{model_file}:"
+    got: list[dict[str, np.ndarray]] = []
+    for case in cases:
+        names = sorted(case.outputs)
+        try:
+            got.append(dict(zip(names, map(np.asarray, session.run(names, case.inputs)))))
+        except Exception as e:  # onnxruntime's own error types: the samples do not fit the model
+            raise BundleError(f"bundle {root}: sample case {case.index} does not run in "
+                              f"{model_file}: {e}") from e
+        for name in names:
+            ok, mabs, mrel, msg = _compare(case.outputs[name], got[-1][name],
+                                           tol["atol"], tol["rtol"])
+            report.samples.append(SampleCheck(case.index, tag + name, ok, mabs, mrel, msg))
+    return got
 
 
 def _session(model_path: Path, providers: list[str]) -> Any:
@@ -227,20 +253,12 @@ def verify_bundle(
         cases = read_samples(root / SAMPLES_NAME)
     except ValueError as e:
         raise BundleError(f"bundle {root}: {e}") from e
-    session = _session(root / manifest.model_file, providers)
-    got: list[dict[str, np.ndarray]] = []
-    for case in cases:
-        names = sorted(case.outputs)
-        try:
-            got.append(dict(zip(names, map(np.asarray, session.run(names, case.inputs)))))
-        except Exception as e:  # onnxruntime's own error types: the samples do not fit the model
-            raise BundleError(f"bundle {root}: sample case {case.index} does not run: {e}") from e
-        for name in names:
-            ok, mabs, mrel, msg = _compare(case.outputs[name], got[-1][name],
-                                           tol["atol"], tol["rtol"])
-            report.samples.append(SampleCheck(case.index, name, ok, mabs, mrel, msg))
-    if tol["noise_factor"] is not None:
-        report.noise = _noise_checks(cases, got, tol["noise_factor"], root)
+    ort_file = manifest.ort.get("files", {}).get(manifest.model_file)
+    for model_file in [manifest.model_file, *([ort_file] if ort_file else [])]:
+        got = _rerun(root, model_file, cases, providers, tol, report)
+        if tol["noise_factor"] is not None:
+            report.noise += _noise_checks(cases, got, tol["noise_factor"], root, model_file)
+    report.variants = check_variants(root, manifest, providers)
     if manifest.parity != "passed":
         report.notes.append("the manifest records a failed parity check")
     return report

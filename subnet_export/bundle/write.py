@@ -6,7 +6,8 @@ A bundle is a directory::
     <external data>   the model's external-data file(s), at the relative paths the model names
     arch.json         the architecture
     parity.json       the parity report
-    samples.npz       inputs and expected outputs (key convention in ``_samples``)
+    samples.npz       inputs and expected outputs (key convention in ``_samples``); edge
+                      variants, variants.npz and *.ort files beside (docs/edge.md)
     manifest.json     versions, IO signature, opset, parameter count, size and sha256 of every
                       other file, parity verdict (schema in docs/bundle.md)
 
@@ -41,6 +42,7 @@ from .layout import (
     RESERVED,
     SAMPLES_NAME,
     TOLERANCE_KEYS,
+    VARIANTS_SAMPLES,
 )
 from .manifest import BundleManifest
 from .samples import SampleCase, parse_samples, write_samples
@@ -130,6 +132,24 @@ def _check_samples(cases: list[SampleCase], inputs: list[dict[str, Any]],
                 )
 
 
+def _check_more(files: Mapping[str, Any], graph: GraphFacts,
+                variants: Mapping[str, Mapping[str, Any]], rest: Any) -> dict[str, Path]:
+    _json_bytes(rest, "extra")
+    more = {name: Path(path) for name, path in files.items()}
+    for name, path in more.items():
+        if (name in RESERVED - {VARIANTS_SAMPLES} or name in graph.external_data or "/" in name
+                or name.startswith(".")):
+            raise InputError(f"bundle file name {name!r} is taken or not a plain file name")
+        if not path.is_file():
+            raise InputError(f"bundle file {name!r}: {path} does not exist")
+    for kind, entry in variants.items():
+        if entry.get("file") not in more:
+            raise InputError(f"variant {kind!r} names file {entry.get('file')!r}, which is "
+                             "not among the bundle's files")
+    _json_bytes(dict(variants), "variants")
+    return more
+
+
 def _promoted(extra: Mapping[str, Any], graph: GraphFacts) -> tuple[int, str | None]:
     """The parameter count and source checkpoint digest ``extra`` gives, checked."""
     n_params = extra.get("parameter_count", graph.parameter_count)
@@ -176,6 +196,9 @@ def write_bundle(
     extra: Mapping[str, Any] | None = None,
     force: bool = False,
     graph: GraphFacts | None = None,
+    files: Mapping[str, str | os.PathLike[str]] | None = None,
+    variants: Mapping[str, Mapping[str, Any]] | None = None,
+    ort: Mapping[str, Any] | None = None,
 ) -> BundleManifest:
     """Write a deployment bundle to ``out_dir`` atomically.
 
@@ -198,6 +221,11 @@ def write_bundle(
         force: replace an existing bundle at ``out_dir``.
         graph: the model's :class:`~subnet_export.export.graph.GraphFacts` when the caller
             has them (``ExportResult.graph``); None reads them from ``model_path``.
+        files: more files to copy in and hash, bundle name -> source path (edge variants,
+            ``variants.npz``, ORT-format models and their operator config).
+        variants: the manifest's ``variants`` (kind -> entry, docs/edge.md); each entry's
+            ``file`` must be among ``files``.
+        ort: the manifest's ``ort`` entry (``variants/ort_format.py``).
 
     Returns:
         The manifest written.
@@ -208,12 +236,10 @@ def write_bundle(
             not being a bundle, or a write failure; nothing is left half-written.
     """
     out_dir = Path(out_dir)
-    model_path = Path(model_path)
-    extra = dict(extra or {})
+    model_path, extra = Path(model_path), dict(extra or {})
     check_destination(out_dir.absolute(), force=force, marker=MANIFEST_NAME)
 
     graph = _model_facts(model_path, graph)
-    inputs, outputs = graph.inputs, graph.outputs
     if not isinstance(arch, Mapping):
         raise InputError(f"arch must be a JSON object, not {type(arch).__name__}")
     try:
@@ -224,18 +250,17 @@ def write_bundle(
         cases = parse_samples(samples)
     except ValueError as e:
         raise InputError(f"bad samples: {e}") from e
-    _check_samples(cases, inputs, outputs)
+    _check_samples(cases, graph.inputs, graph.outputs)
     n_params, checkpoint = _promoted(extra, graph)
     tolerance = _tolerance(extra, recorded)
     if tolerance["noise_factor"] is not None and not all(c.oracles for c in cases):
         raise InputError("the samples' tolerance is the noise rule, which needs an 'oracle:<name>' "
                          "array (the float64 reference output) for every output of every case; "
                          "add them, or give extra['tolerance'] an atol/rtol")
-    arch_bytes = _json_bytes(dict(arch), "arch")
-    # A failed run may report NaN errors; Python's json reads NaN back, so keep it.
-    parity_bytes = _json_bytes(dict(parity), "parity", allow_nan=True)
+    arch_bytes, parity_bytes = (_json_bytes(dict(arch), "arch"),
+                                _json_bytes(dict(parity), "parity", allow_nan=True))  # NaN: failed
     rest = {k: v for k, v in extra.items() if k not in _PROMOTED}
-    _json_bytes(rest, "extra")
+    more = _check_more(files or {}, graph, variants or {}, rest)
 
     with atomic_directory(out_dir, force=force, marker=MANIFEST_NAME) as work:
         # digests of what this writes are taken from the bytes as they are written; every
@@ -243,6 +268,8 @@ def write_bundle(
         written = {MODEL_NAME: copy_file(model_path, work / MODEL_NAME)}
         for loc in graph.external_data:
             written[loc] = copy_file(model_path.parent / loc, work / loc)
+        for name, path in more.items():
+            written[name] = copy_file(path, work / name)
         written[ARCH_NAME] = write_file(work / ARCH_NAME, arch_bytes)
         written[PARITY_NAME] = write_file(work / PARITY_NAME, parity_bytes)
         write_samples(work / SAMPLES_NAME, samples)
@@ -256,8 +283,8 @@ def write_bundle(
             ir_version=graph.ir_version,
             opset=graph.opset,
             opset_imports=dict(graph.opset_imports),
-            inputs=inputs,
-            outputs=outputs,
+            inputs=graph.inputs,
+            outputs=graph.outputs,
             parameter_count=n_params,
             source_checkpoint_sha256=checkpoint,
             parity="passed" if recorded.passed else "failed",
@@ -265,6 +292,8 @@ def write_bundle(
             sample_cases=len(cases),
             files=files,
             extra=rest,
+            variants={k: dict(v) for k, v in (variants or {}).items()},
+            ort=dict(ort or {}),
         )
         manifest.manifest_sha256 = manifest.content_sha256()
         write_file(work / MANIFEST_NAME, manifest.dumps().encode())
