@@ -29,7 +29,7 @@ from .convert import (
     prepare_int8,
     weighted_modules,
 )
-from .run import judge, run_set, set_stats
+from .run import judge, pad, run_set, set_stats
 from .sensitivity import SensitivityRow, format_sensitivity, layer_sensitivity
 from .stats import DEFAULT_LIMITS, OutputStats, VariantLimits, format_stats
 
@@ -94,6 +94,9 @@ class VariantOptions:
                              f"not {', '.join(self.kinds) or 'none'}")
         if self.sensitivity not in SENSITIVITY_MODES:
             raise InputError(f"sensitivity must be one of {', '.join(SENSITIVITY_MODES)}")
+        if self.sensitivity == "never" and self.auto_exclude:
+            raise InputError("auto exclusion picks modules by their sensitivity: drop "
+                             "--sensitivity never or --auto-exclude")
         if self.int8.calibration not in ("minmax", "entropy", "percentile"):
             raise InputError("int8 calibration must be minmax, entropy or percentile, not "
                              f"{self.int8.calibration!r}")
@@ -154,9 +157,11 @@ class VariantResult:
         return lines + format_sensitivity(self.kind, self.sensitivity)
 
 
-def _batches(inputs: Mapping[str, np.ndarray], step: int) -> list[dict[str, np.ndarray]]:
+def _batches(inputs: Mapping[str, np.ndarray], step: int, fixed: bool
+             ) -> list[dict[str, np.ndarray]]:
     n = len(next(iter(inputs.values())))
-    return [{k: v[i:i + step] for k, v in inputs.items()} for i in range(0, n, step)]
+    return [{k: pad(v[i:i + step], step) if fixed else v[i:i + step] for k, v in inputs.items()}
+            for i in range(0, n, step)]
 
 
 def _fixed_batch(model: onnx.ModelProto) -> int | None:
@@ -178,14 +183,15 @@ def _builder(kind: str, source: Path, scratch: Path, options: VariantOptions,
         return build_fp16, source
     check_modules(model, options.int8.exclude, "--int8-exclude")
     prepared = prepare_int8(source, scratch / "prepared.onnx")
-    step = _fixed_batch(model) or options.batch
-    batches = _batches(calibration, step) if calibration else []
+    fixed = _fixed_batch(model)
+    batches = _batches(calibration, fixed or options.batch, bool(fixed)) if calibration else []
     if not options.int8.dynamic and not batches:
         raise InputError("the int8 variant needs calibration inputs")
     cache = scratch / "calibration.json"
-    # calibrate every tensor once, with nothing excluded, so any later subset finds its ranges
-    make_int8(prepared, scratch / "calibrated.onnx", replace(options.int8, exclude=()),
-              batches, cache)
+    if not options.int8.dynamic:
+        # calibrate every tensor once, nothing excluded, so any later subset finds its ranges
+        make_int8(prepared, scratch / "calibrated.onnx", replace(options.int8, exclude=()),
+                  batches, cache)
 
     def build_int8(target: Path, only: Sequence[str] | None, exclude: Sequence[str]) -> None:
         settings = replace(options.int8, exclude=(*options.int8.exclude, *exclude))
@@ -212,7 +218,10 @@ def _one_variant(kind: str, source: Path, out_dir: Path, scratch: Path, judged: 
     close = min((limits.margin_db(s) for s in stats), default=math.inf) < options.margin_db
     if options.sensitivity == "always" or (options.sensitivity == "auto"
                                            and (failures or close)):
-        modules = weighted_modules(onnx.load(str(names_from), load_external_data=False))
+        kept = set((options.fp16 if kind == "fp16" else options.int8).exclude)
+        modules = [m for m in weighted_modules(onnx.load(str(names_from),
+                                                         load_external_data=False))
+                   if m not in kept and not any(m.startswith(k + ".") for k in kept)]
         result.sensitivity = layer_sensitivity(
             modules, lambda t, only: build(t, only, ()), scratch, judged.inputs,
             judged.reference, batch=options.batch)
@@ -258,6 +267,10 @@ def make_variants(
     """
     options = options or VariantOptions()
     out_dir = Path(out_dir)
+    if not out_dir.is_dir():
+        raise InputError(f"variants: {out_dir} is not a directory; create it first")
+    if judged.size == 0:
+        raise InputError(f"variants: the judged set {judged.label!r} holds no samples")
     if scratch is None:
         with tempfile.TemporaryDirectory(prefix=".variants-", dir=out_dir) as tmp:
             return make_variants(model_path, out_dir, judged=judged, calibration=calibration,

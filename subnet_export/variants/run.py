@@ -13,7 +13,7 @@ import numpy as np
 from ..runtime import make_session
 from .stats import OutputStats, VariantLimits, output_stats
 
-__all__ = ["judge", "run_set", "set_stats"]
+__all__ = ["judge", "pad", "run_set", "set_stats"]
 
 
 def run_set(model: str | os.PathLike[str], inputs: Mapping[str, np.ndarray],
@@ -30,10 +30,18 @@ def run_set(model: str | os.PathLike[str], inputs: Mapping[str, np.ndarray],
     n = len(next(iter(inputs.values())))
     parts: dict[str, list[np.ndarray]] = {name: [] for name in output_names}
     for start in range(0, n, step):
-        feed = {k: v[start:start + step] for k, v in inputs.items()}
+        feed = {k: pad(v[start:start + step], step) for k, v in inputs.items()}
+        size = min(step, n - start)
         for name, value in zip(output_names, session.run(list(output_names), feed)):
-            parts[name].append(np.asarray(value))
+            parts[name].append(np.asarray(value)[:size])
     return {name: np.concatenate(chunks) for name, chunks in parts.items()}
+
+
+def pad(chunk: np.ndarray, step: int) -> np.ndarray:
+    """A short last chunk padded to ``step`` samples by repeating its last one."""
+    if len(chunk) >= step:
+        return chunk
+    return np.concatenate([chunk, np.repeat(chunk[-1:], step - len(chunk), axis=0)])
 
 
 def set_stats(reference: Mapping[str, np.ndarray],

@@ -115,6 +115,10 @@ def parse_limits(texts: Sequence[str], kinds: Sequence[str]) -> dict[str, Varian
 
     ``VALUE`` ``none`` drops a bound. Raises :class:`InputError` naming a bad entry.
     """
+    unknown = [k for k in kinds if k not in DEFAULT_LIMITS]
+    if unknown:
+        raise InputError(f"unknown variant kind(s) {', '.join(unknown)}; known: "
+                         f"{', '.join(DEFAULT_LIMITS)}")
     limits = {k: DEFAULT_LIMITS[k] for k in kinds}
     for text in texts:
         head, sep, value = text.partition("=")
