@@ -183,6 +183,9 @@ def _builder(kind: str, source: Path, scratch: Path, options: VariantOptions,
         return build_fp16, source
     check_modules(model, options.int8.exclude, "--int8-exclude")
     prepared = prepare_int8(source, scratch / "prepared.onnx")
+    # a module whose nodes the preparation folded away (a BatchNorm into its Conv) has none left
+    check_modules(onnx.load(str(prepared), load_external_data=False), options.int8.exclude,
+                  "--int8-exclude (after BatchNorm folding)")
     fixed = _fixed_batch(model)
     batches = _batches(calibration, fixed or options.batch, bool(fixed)) if calibration else []
     if not options.int8.dynamic and not batches:
