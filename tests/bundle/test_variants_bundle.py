@@ -120,3 +120,17 @@ def test_cli_refuses_bad_variant_options(tmp_path, capsys, args, message):
     err = capsys.readouterr().err
     assert code == 2 and message in err, err
     assert not (tmp_path / "b").exists()
+
+
+def test_cli_writes_and_verifies_variants(tmp_path, capsys):
+    out = tmp_path / "b"
+    code = main(["onnx", f"{FIXTURES}/tiny_space.py:supernet", "--out", str(out),
+                 "--input-shape", "1x3x12x12", "--variants", "int8", "--ort-format",
+                 "--variant-limit", "int8.snr_db_min=10", "--variant-limit",
+                 "int8.top1_agreement_min=none", "--variant-limit", "int8.cosine_min=none",
+                 "--json"])
+    summary = json.loads(capsys.readouterr().out)
+    assert code == 0 and summary["variants"]["int8"]["passed"] is True
+    assert (out / "model.int8.onnx").is_file() and (out / "model.int8.ort").is_file()
+    assert main(["verify", str(out)]) == 0
+    assert "model.int8.ort" in capsys.readouterr().out
