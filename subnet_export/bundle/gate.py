@@ -1,8 +1,9 @@
 """``gate``: fail CI when a bundle breaks its budget, listing every violation.
 
 Checks, in order: file integrity (a tampered bundle raises, it is never gated), parity verdict
-and worst max abs error, parameter count, model size, opset, operator set, and onnxruntime CPU
-latency relative to a baseline bundle. Imports onnx, onnxruntime and numpy, never torch.
+and worst max abs error, parameter count, model size, opset, operator set, onnxruntime CPU
+latency relative to a baseline bundle, and the edge variants' budgets (``gate_variants.py``).
+Imports onnx, onnxruntime and numpy, never torch.
 """
 
 from __future__ import annotations
@@ -15,23 +16,14 @@ from typing import Any
 from ..errors import BundleError
 from ..parity.record import RecordedParity
 from .budget import Budget
+from .gate_check import GateCheck
+from .gate_variants import variant_checks
 from .integrity import require_intact
 from .latency import LatencyResult, bundle_feed, compare_latency
 from .layout import PARITY_NAME
 from .manifest import BundleManifest
 
-__all__ = ["GateCheck", "GateReport", "gate"]
-
-
-@dataclass
-class GateCheck:
-    """One budget line: what was measured, the limit, and whether it held."""
-
-    name: str
-    passed: bool
-    measured: Any
-    limit: Any
-    message: str = ""
+__all__ = ["GateReport", "gate"]
 
 
 @dataclass
@@ -42,6 +34,7 @@ class GateReport:
     baseline: str | None
     checks: list[GateCheck] = field(default_factory=list)
     latency: LatencyResult | None = None
+    variant_latency: dict[str, LatencyResult] = field(default_factory=dict)
 
     @property
     def violations(self) -> list[GateCheck]:
@@ -68,6 +61,7 @@ class GateReport:
             "checks": [asdict(c) for c in self.checks],
             "violations": [c.name for c in self.violations],
             "latency": None if self.latency is None else asdict(self.latency),
+            "variant_latency": {k: asdict(v) for k, v in self.variant_latency.items()},
         }
 
     def format_table(self) -> str:
@@ -83,6 +77,10 @@ class GateReport:
             lat = self.latency
             lines.append(f"latency: {lat.median_ms:.3g} ms vs baseline {lat.baseline_median_ms:.3g}"
                          f" ms (ratio {lat.ratio:.3f}, batch {lat.batch_size}, {lat.runs} runs)")
+        for kind, lat in sorted(self.variant_latency.items()):
+            lines.append(f"latency {kind}: {lat.median_ms:.3g} ms vs float32 "
+                         f"{lat.baseline_median_ms:.3g} ms (ratio {lat.ratio:.3f}, batch "
+                         f"{lat.batch_size}, {lat.runs} runs)")
         lines.append(f"gate: {'PASSED' if self.passed else 'FAILED'} "
                      f"({len(self.violations)} violation(s), exit {self.exit_code})")
         return "\n".join(lines)
@@ -183,4 +181,7 @@ def gate(bundle_dir: str | Path, budget: Budget, baseline: str | Path | None = N
             f"median {result.median_ms:.3g} ms vs baseline {result.baseline_median_ms:.3g} ms "
             f"at batch {lat.batch_size}, {lat.runs} runs each",
         ))
+    if budget.variants:
+        checks, report.variant_latency = variant_checks(root, manifest, dict(budget.variants))
+        report.checks.extend(checks)
     return report

@@ -12,7 +12,7 @@ import pytest
 from _onnx_fixtures import PARITY_OK, make_bundle
 from onnx import TensorProto, helper
 
-from subnet_export.bundle.budget import Budget, LatencyBudget
+from subnet_export.bundle.budget import Budget, LatencyBudget, VariantBudget
 from subnet_export.bundle.gate import gate
 from subnet_export.bundle.integrity import load_manifest
 from subnet_export.bundle.latency import bundle_feed
@@ -173,11 +173,35 @@ threads = 2
                                            threads=2)
 
 
+def test_variant_budget_round_trip(tmp_path):
+    budget = Budget.from_toml(_toml(tmp_path, """
+[variants.int8]
+max_size_ratio = 0.3
+top1_agreement_min = 0.99
+[variants.int8.latency]
+max_ratio = 0.9
+batch_size = 8
+[variants.fp16]
+require_passed = false
+"""))
+    int8 = budget.variants["int8"]
+    assert int8 == VariantBudget(max_size_ratio=0.3, top1_agreement_min=0.99,
+                                 latency=LatencyBudget(max_ratio=0.9, batch_size=8))
+    assert budget.variants["fp16"] == VariantBudget(require_passed=False)
+
+
+def test_a_variant_budget_on_a_bundle_without_variants_is_a_violation(bundle):
+    report = gate(bundle, Budget.from_dict({"variants": {"int8": {"snr_db_min": 20}}}))
+    assert [c.name for c in report.violations] == ["variants.int8"]
+    assert "--variants int8" in report.violations[0].message
+
+
 def test_the_documented_example_budget_parses():
     text = (REPO / "docs" / "gates.md").read_text()
     example = text.split("```toml", 1)[1].split("```", 1)[0]
     budget = Budget.from_dict(__import__("tomllib").loads(example), source="docs/gates.md")
     assert budget.latency is not None and budget.allowed_ops
+    assert budget.variants["int8"].latency is not None
 
 
 @pytest.mark.parametrize("text, message", [
@@ -191,6 +215,14 @@ def test_the_documented_example_budget_parses():
     ("max_abs_error = nan\n", "'max_abs_error' must be >= 0"),
     ("allowed_ops = [\"Conv\", 3]\n", "list of operator names"),
     ("max_params = = 3\n", "not valid TOML"),
+    ("variants = 3\n", "'variants' must be dict"),
+    ("[variants.int4]\n", r"unknown variant kind \[variants.int4\]"),
+    ("[variants]\nint8 = 3\n", "'variants.int8' must be a table"),
+    ("[variants.int8]\nmax_size = 1\n", "unknown key 'variants.int8.max_size'"),
+    ("[variants.int8]\ntop1_agreement_min = 1.5\n", "must be <= 1"),
+    ("[variants.int8]\nmax_size_ratio = 0\n", "'variants.int8.max_size_ratio' must be > 0"),
+    ("[variants.int8]\nrequire_passed = 1\n", "'variants.int8.require_passed' must be bool"),
+    ("[variants.int8.latency]\nruns = 3\n", r"\[variants.int8.latency\] needs 'max_ratio'"),
 ])
 def test_bad_budget_files_are_input_errors_naming_the_key(tmp_path, text, message):
     with pytest.raises(InputError, match=message):

@@ -134,3 +134,96 @@ def test_cli_writes_and_verifies_variants(tmp_path, capsys):
     assert (out / "model.int8.onnx").is_file() and (out / "model.int8.ort").is_file()
     assert main(["verify", str(out)]) == 0
     assert "model.int8.ort" in capsys.readouterr().out
+
+
+def _gate(bundle_dir, variants, **kw):
+    from subnet_export.bundle.budget import Budget
+    from subnet_export.bundle.gate import gate
+
+    return gate(bundle_dir, Budget.from_dict({"variants": variants}), **kw)
+
+
+def _recorded(bundle_dir, kind, stat):
+    manifest = json.loads((bundle_dir / "manifest.json").read_text())
+    return [s[stat] for s in manifest["variants"][kind]["stats"]]
+
+
+def test_a_variant_budget_the_bundle_meets_passes(bundle):
+    out, _ = bundle
+    snr = min(_recorded(out, "int8", "snr_db"))
+    report = _gate(out, {
+        "int8": {"max_size_ratio": 1.0, "snr_db_min": snr - 1.0, "cosine_min": 0.5,
+                 "top1_agreement_min": 0.5, "latency": {"max_ratio": 1e6, "runs": 6}},
+        "fp16": {"max_file_bytes": 10**9, "max_abs_error_max": 1.0},
+    })
+    assert report.passed, report.format_table()
+    names = {c.name for c in report.checks}
+    assert names == {"parity", "variants.int8.passed", "variants.int8.max_size_ratio",
+                     "variants.int8.snr_db_min", "variants.int8.cosine_min",
+                     "variants.int8.top1_agreement_min", "variants.int8.latency_ratio",
+                     "variants.fp16.passed", "variants.fp16.max_file_bytes",
+                     "variants.fp16.max_abs_error_max"}
+    lat = report.variant_latency["int8"]
+    assert 0 < lat.ratio < float("inf") and lat.runs == 6
+    assert "latency int8:" in report.format_table()
+    assert json.loads(json.dumps(report.to_json()))["variant_latency"]["int8"]["runs"] == 6
+
+
+def test_each_variant_violation_is_measured_and_named(bundle):
+    out, _ = bundle
+    manifest = json.loads((out / "manifest.json").read_text())
+    size, float32 = (manifest["files"][f]["size"] for f in ("model.int8.onnx", "model.onnx"))
+    report = _gate(out, {"int8": {"max_size_ratio": 0.01, "snr_db_min": 500.0,
+                                  "max_abs_error_max": 0.0, "max_file_bytes": 1},
+                         "fp16": {"top5_agreement_min": 0.5}})
+    failed = {c.name: c for c in report.violations}
+    assert set(failed) == {"variants.int8.max_size_ratio", "variants.int8.snr_db_min",
+                           "variants.int8.max_abs_error_max", "variants.int8.max_file_bytes",
+                           "variants.fp16.top5_agreement_min"}
+    assert failed["variants.int8.max_size_ratio"].measured == pytest.approx(size / float32)
+    assert failed["variants.int8.max_file_bytes"].measured == size
+    assert failed["variants.int8.snr_db_min"].measured == min(_recorded(out, "int8", "snr_db"))
+    assert failed["variants.int8.max_abs_error_max"].measured == max(
+        _recorded(out, "int8", "max_abs_error"))
+    # the tiny net has under six classes: no top-5 statistic, so a top-5 budget cannot pass
+    assert failed["variants.fp16.top5_agreement_min"].measured is None
+    assert "top5_agreement" in failed["variants.fp16.top5_agreement_min"].message
+    assert report.exit_code == 1 and "variants.int8.snr_db_min" in report.format_table()
+
+
+def _rewritten(bundle_dir, tmp_path, edit):
+    from subnet_export.bundle.manifest import BundleManifest
+
+    copy = tmp_path / "b"
+    shutil.copytree(bundle_dir, copy)
+    data = json.loads((copy / "manifest.json").read_text())
+    edit(data)
+    (copy / "manifest.json").write_text(BundleManifest.from_json(data).dumps())
+    return copy
+
+
+def test_a_failed_variant_fails_its_gate_unless_allowed(bundle, tmp_path):
+    def fail_int8(data):
+        data["variants"]["int8"].update(passed=False, failures=["y: snr_db 9 < 10"])
+
+    copy = _rewritten(bundle[0], tmp_path, fail_int8)
+    (check,) = _gate(copy, {"int8": {}}).violations
+    assert check.name == "variants.int8.passed" and "snr_db 9 < 10" in check.message
+    assert _gate(copy, {"int8": {"require_passed": False}}).passed
+
+
+def test_a_budget_naming_a_missing_variant_is_a_violation(bundle, tmp_path):
+    def drop_fp16(data):
+        del data["variants"]["fp16"]
+
+    copy = _rewritten(bundle[0], tmp_path, drop_fp16)
+    (check,) = _gate(copy, {"fp16": {"max_size_ratio": 1.0}, "int8": {}}).violations
+    assert check.name == "variants.fp16" and "--variants fp16" in check.message
+
+
+def test_cli_gate_reports_variant_violations(bundle, tmp_path, capsys):
+    budget = tmp_path / "budget.toml"
+    budget.write_text("[variants.int8]\nmax_size_ratio = 0.01\n")
+    code = main(["gate", str(bundle[0]), "--budget", str(budget)])
+    out = capsys.readouterr().out
+    assert code == 1 and "variants.int8.max_size_ratio" in out and "FAIL" in out
