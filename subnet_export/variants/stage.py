@@ -1,9 +1,13 @@
 """The ``variants`` stage of ``export_subnet``: the data variants are judged and calibrated on.
 
-- The judged set: up to :data:`JUDGED_MAX` samples of ``--calib-data`` (label ``calibration``),
-  else of ``--samples`` (``samples``), else :data:`RANDOM_SAMPLES` seeded random inputs
-  (``random``); its reference is the float32 supernet path of the arch.
-- INT8 calibration: ``--calib-data`` (``--calib-samples`` of it), else the judged set.
+- With ``--calib-data``, its samples in a seeded order are split: the first up to
+  :data:`JUDGED_MAX` are held out and judged (label ``held-out``), INT8 calibrates on the rest
+  (``--calib-samples`` of them); without ``--calib-samples`` a quarter is held out. When fewer
+  than :data:`HELD_OUT_MIN` samples would be held out, the judged set is the calibration data
+  itself (label ``calibration``, in-sample).
+- Else the judged set is up to :data:`JUDGED_MAX` of ``--samples`` (``samples``), else
+  :data:`RANDOM_SAMPLES` seeded random inputs (``random``), and INT8 calibrates on it.
+- The judged set's reference is the float32 supernet path of the arch.
 - The random validation sets parity ran are reported beside it (label ``validation``), not
   judged: a model trained on images says little on Gaussian noise.
 
@@ -31,10 +35,12 @@ from ..recalibrate.data import select, to_tensors
 from .build import JudgedSet, VariantOptions, VariantResult, make_variants
 from .ort_format import OPERATORS_CONFIG, ort_name, to_ort_format
 
-__all__ = ["JUDGED_MAX", "RANDOM_SAMPLES", "VariantsOutcome", "run_variants"]
+__all__ = ["HELD_OUT_MIN", "JUDGED_MAX", "RANDOM_SAMPLES", "VariantsOutcome", "run_variants",
+           "split_calibration"]
 
 JUDGED_MAX = 256
 RANDOM_SAMPLES = 64
+HELD_OUT_MIN = 32
 
 
 @dataclass
@@ -61,10 +67,22 @@ def _reference(supernet: nn.Module, frozen: Any, plain: nn.Module,
     return [np.concatenate([run[k] for run in runs]) for k in range(len(runs[0]))]
 
 
-def _judged_tensors(calib_data: Any, samples: Any, examples: Sequence[torch.Tensor],
+def split_calibration(calib_data: Any, calib_samples: int | None, seed: int
+                      ) -> tuple[str, list[torch.Tensor], list[torch.Tensor]]:
+    """``(label, judged, calibration)`` tensors of ``--calib-data`` (the module docstring)."""
+    shuffled = select(to_tensors(calib_data), None, seed)
+    n = shuffled[0].shape[0]
+    held = min(JUDGED_MAX, n // 4 if calib_samples is None else n - min(calib_samples, n))
+    if held >= HELD_OUT_MIN:
+        end = None if calib_samples is None else held + calib_samples
+        rest = [t[held:end] for t in shuffled]
+        return "held-out", [t[:held] for t in shuffled], rest
+    return ("calibration", [t[:JUDGED_MAX] for t in shuffled],
+            [t[:calib_samples] for t in shuffled])
+
+
+def _judged_tensors(samples: Any, examples: Sequence[torch.Tensor],
                     specs: Any, seed: int, names: Sequence[str]) -> tuple[str, list[torch.Tensor]]:
-    if calib_data is not None:
-        return "calibration", select(to_tensors(calib_data), JUDGED_MAX, seed)
     if samples is not None:
         found = make_inputs(examples, batch_sizes=(), samples=samples, specs=specs,
                             input_names=names)
@@ -93,13 +111,15 @@ def run_variants(supernet: nn.Module, frozen: Any, plain: nn.Module, exported: A
                  seed: int = 0) -> VariantsOutcome:
     """Make, judge and (with ``options.ort_format``) convert the variants of the exported model."""
     names, out_names = list(exported.input_names), list(exported.output_names)
-    label, tensors = _judged_tensors(calib_data, samples, examples, specs, seed, names)
+    picked = None
+    if calib_data is not None:
+        label, tensors, picked = split_calibration(calib_data, calib_samples, seed)
+    else:
+        label, tensors = _judged_tensors(samples, examples, specs, seed, names)
     judged = _as_set(label, names, out_names, tensors,
                      _reference(supernet, frozen, plain, tensors, options.batch))
-    calibration = judged.inputs
-    if calib_data is not None:
-        picked = select(to_tensors(calib_data), calib_samples, seed)
-        calibration = {n: t.numpy() for n, t in zip(names, picked)}
+    calibration = judged.inputs if picked is None else {
+        n: t.numpy() for n, t in zip(names, picked)}
     shapes = [v.shape[1:] for v in judged.inputs.values()]
     randoms = [a for a in report.arrays if a.label.startswith("random-")
                and [np.asarray(x).shape[1:] for x in a.inputs] == shapes]

@@ -7,6 +7,7 @@ import shutil
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from subnet_export.bundle.verify import verify_bundle
@@ -227,3 +228,22 @@ def test_cli_gate_reports_variant_violations(bundle, tmp_path, capsys):
     code = main(["gate", str(bundle[0]), "--budget", str(budget)])
     out = capsys.readouterr().out
     assert code == 1 and "variants.int8.max_size_ratio" in out and "FAIL" in out
+
+
+def test_int8_is_judged_on_calibration_data_it_was_not_calibrated_on(tmp_path):
+    from subnet_export.pipeline import export_subnet
+
+    net = _tiny()
+    calib = tmp_path / "calib.npz"
+    rng = np.random.default_rng(0)
+    np.savez(calib, x=rng.standard_normal((160, 3, 12, 12), dtype=np.float32))
+    run = export_subnet(net, tmp_path / "b", input_shapes=[net.input_shape], arch=ARCH, batch=2,
+                        providers=["CPUExecutionProvider"], calib_data=calib,
+                        variants=VariantOptions(kinds=("int8",), limits=LIMITS,
+                                                sensitivity="never"))
+    assert run.exit_code == 0, [v.failures for v in run.variants]
+    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
+    assert manifest["variants"]["int8"]["judged_set"] == "held-out"
+    assert manifest["variants"]["int8"]["stats"][0]["samples"] == 40  # a quarter of 160
+    with np.load(tmp_path / "b" / "variants.npz") as judged:
+        assert next(v for k, v in judged.items() if k.startswith("input:")).shape[0] == 40
