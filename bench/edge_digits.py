@@ -289,8 +289,8 @@ def subnet_notes(row: dict[str, Any], in_sample: int) -> list[str]:
         "variant folds into the convolutions, each carrying the exporter's per-node metadata).",
         "",
         f"SNR on the first {in_sample} INT8 calibration images (in-sample: what "
-        "`export_subnet`'s variants stage judges on when it is given `calib_data`): "
-        f"{snr}.",
+        "`export_subnet`'s variants stage judges on when `calib_data` is too small to hold "
+        f"samples out): {snr}.",
     ]
 
 
