@@ -70,6 +70,13 @@ def format_rows(rows: Sequence[Mapping[str, Any]], out_dir: str) -> str:
 @options.tolerance_options
 @click.option("--samples", type=click.Path(dir_okay=False),
               help="User inputs (.npz) to check every arch on.")
+@click.option("--calib-data", type=click.Path(dir_okay=False), default=None,
+              help="Inputs (.npz) to re-estimate each subnet's BatchNorm statistics on, each from "
+                   "the checkpoint's.")
+@click.option("--calib-samples", type=click.IntRange(min=1), default=None,
+              help="Calibration samples to use (seeded subsample; default all).")
+@click.option("--calib-batch", type=click.IntRange(min=1), default=32, show_default=True,
+              help="Batch size of the calibration passes.")
 @click.option("--batch", type=click.IntRange(min=1), default=None,
               help="The larger batch size checked besides 1.")
 @click.option("--input-seed", type=options.SEED, default=0, show_default=True,
@@ -101,7 +108,8 @@ def sweep_command(supernet: str, archs_path: str | None, sample: int, seed: int,
                   input_shapes: tuple[str, ...], output_names: str | None,
                   dynamic_axes: tuple[str, ...], opset: int | None, exporter: str,
                   providers: str | None, atol: float | None, rtol: float | None,
-                  noise_factor: float | None, samples: str | None, batch: int | None,
+                  noise_factor: float | None, samples: str | None, calib_data: str | None,
+                  calib_samples: int | None, calib_batch: int, batch: int | None,
                   input_seed: int, workers: int, executor: str, address: str | None,
                   latency_runs: int, reuse: str, report_axes: str, as_json: bool,
                   debug: bool) -> int:
@@ -124,6 +132,7 @@ def sweep_command(supernet: str, archs_path: str | None, sample: int, seed: int,
         from .export.diagnose import check_opset
         check_opset(exporter, opset)
     options.require_file("samples", samples)
+    options.require_file("calibration data", calib_data)
     tolerance = (None if (atol, rtol, noise_factor) == (None, None, None)
                  else Tolerance(atol, rtol, noise_factor))
     with SweepProgress() as progress:
@@ -132,7 +141,9 @@ def sweep_command(supernet: str, archs_path: str | None, sample: int, seed: int,
                        output_names=options.output_names(output_names), dynamic_axes=axes,
                        exporter=exporter, opset=opset, providers=options.providers(providers),
                        tolerance=tolerance, samples=samples, batch=batch,
-                       input_seed=input_seed, workers=workers, latency_runs=latency_runs,
+                       calib_data=calib_data, calib_samples=calib_samples,
+                       calib_batch=calib_batch, input_seed=input_seed, workers=workers,
+                       latency_runs=latency_runs,
                        reuse=reuse, report_axes=axes_xy, executor=executor,
                        address=address, progress=progress)
     click.echo(format_rows(result.rows, str(result.out_dir)), err=as_json)

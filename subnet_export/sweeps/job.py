@@ -10,7 +10,8 @@ import json
 import statistics
 import time
 import traceback
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,10 @@ class SweepOptions:
         providers: onnxruntime providers to validate on (None: CPU, and CUDA when there).
         tolerance: a ``Tolerance`` for every backend, or None for the noise rule.
         samples: an ``.npz`` of user inputs, validated for every arch.
+        calib_data: an ``.npz`` each arch's BatchNorm statistics are re-estimated on, from the
+            checkpoint's statistics every time (``export_subnet``'s ``calib_data``).
+        calib_samples: use this many calibration samples (seeded subsample); None: all.
+        calib_batch: batch size of the calibration passes.
         batch: the larger batch validated besides 1 (None: the default).
         seed: seed of the random inputs.
         latency_runs: timed onnxruntime CPU runs at batch 1 per bundle (0: no latency).
@@ -59,6 +64,9 @@ class SweepOptions:
     seed: int = 0
     latency_runs: int = 10
     reuse: str = "template"
+    calib_data: str | None = None
+    calib_samples: int | None = None
+    calib_batch: int = 32
 
     def export_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``export_subnet`` these options stand for."""
@@ -66,12 +74,22 @@ class SweepOptions:
                 "dynamic_axes": {k: dict(v) for k, v in self.dynamic_axes.items()} or None,
                 "exporter": self.exporter, "opset": self.opset,
                 "providers": _list(self.providers), "tolerance": self.tolerance,
-                "samples": self.samples, "batch": self.batch, "seed": self.seed}
+                "samples": self.samples, "batch": self.batch, "seed": self.seed,
+                "calib_data": self.calib_data, "calib_samples": self.calib_samples,
+                "calib_batch": self.calib_batch}
 
-    def key_fields(self, samples_sha256: str | None) -> dict[str, Any]:
-        """What of these options changes a bundle, as JSON (the latency runs do not)."""
+    def key_fields(self, samples_sha256: str | None,
+                   calib_sha256: str | None = None) -> dict[str, Any]:
+        """What of these options changes a bundle, as JSON (the latency runs do not).
+
+        The calibration fields are there only with ``calib_data``, so the bundles of a sweep
+        without it keep the names they had before calibration was an option.
+        """
         tol = self.tolerance
-        return {"inputs": [s.to_json() for s in self.inputs],
+        calib = {} if self.calib_data is None else {
+            "calib_data_sha256": calib_sha256, "calib_samples": self.calib_samples,
+            "calib_batch": self.calib_batch}
+        return {**calib, "inputs": [s.to_json() for s in self.inputs],
                 "output_names": _list(self.output_names),
                 "dynamic_axes": {k: {str(a): d for a, d in v.items()}
                                  for k, v in self.dynamic_axes.items()},
@@ -98,10 +116,11 @@ def export_one(supernet: Any, arch: Any, out_dir: Path, options: SweepOptions, *
     warnings: list[str] = []
     start = time.perf_counter()
     try:
-        result = export_subnet(supernet, out_dir, arch=arch, **options.export_kwargs(),
-                               checkpoint_sha256=checkpoint_sha256,
-                               weights_layout=weights_layout, warn=warnings.append,
-                               templates=_TEMPLATES if options.reuse == "template" else None)
+        with _checkpoint_statistics(supernet, options.calib_data is not None):
+            result = export_subnet(supernet, out_dir, arch=arch, **options.export_kwargs(),
+                                   checkpoint_sha256=checkpoint_sha256,
+                                   weights_layout=weights_layout, warn=warnings.append,
+                                   templates=_TEMPLATES if options.reuse == "template" else None)
     except SubnetExportError as err:
         return _error(err, str(err), err.exit_code, warnings, start)
     except Exception as err:  # a bug in a module or in this tool: this arch only
@@ -117,6 +136,30 @@ def export_one(supernet: Any, arch: Any, out_dir: Path, options: SweepOptions, *
                                         warnings)
     row["timings_s"]["latency"] = round(time.perf_counter() - latency_start, 4)
     return row
+
+
+@contextmanager
+def _checkpoint_statistics(supernet: Any, active: bool) -> Iterator[None]:
+    """Restore every BatchNorm's running statistics after one arch's recalibration.
+
+    Each arch is recalibrated from the checkpoint's statistics, whatever was swept before it,
+    and a built supernet given to ``se.sweep`` is left as it was.
+    """
+    if not active:
+        yield
+        return
+    import torch
+
+    saved = [(m, m.running_mean.clone(), m.running_var.clone()) for m in supernet.modules()
+             if isinstance(getattr(m, "running_mean", None), torch.Tensor)
+             and isinstance(getattr(m, "running_var", None), torch.Tensor)]
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for m, mean, var in saved:
+                m.running_mean.copy_(mean)
+                m.running_var.copy_(var)
 
 
 def _error(err: Exception, reason: str, code: int, warnings: list[str],

@@ -13,13 +13,14 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import InputError, SubnetExportError
-from .archs import SweepEntry, entries_from, read_archs, sample_entries
+from .archs import SweepEntry
 from .emit import Emitter, Plan, Progress
 from .index import IndexWriter, previous_rows
-from .job import REUSE, SweepOptions, export_one
-from .naming import bundle_key, bundle_name, state_digest
+from .job import REUSE, export_one
+from .naming import bundle_key, bundle_name
 from .report import resolve_axis, write_report
 from .resume import reusable
+from .setup import file_sha, load_supernet, sweep_entries, sweep_options, with_calibration
 
 __all__ = ["EXECUTORS", "ROW_DEFAULTS", "SweepResult", "sweep"]
 
@@ -73,7 +74,8 @@ def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[An
           exporter: str = "dynamo", opset: int | None = None,
           providers: Sequence[str] | None = None, tolerance: Any = None,
           samples: str | Path | None = None, batch: int | None = None, input_seed: int = 0,
-          workers: int = 1, latency_runs: int = 10, reuse: str = "template",
+          calib_data: str | Path | None = None, calib_samples: int | None = None,
+          calib_batch: int = 32, workers: int = 1, latency_runs: int = 10, reuse: str = "template",
           report_axes: tuple[str, str] = ("parameters", "latency_ms"),
           executor: str = "local", address: str | None = None,
           progress: Progress | None = None) -> SweepResult:
@@ -100,6 +102,11 @@ def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[An
         samples: an ``.npz`` of user inputs, validated for every arch.
         batch: the larger batch validated besides 1.
         input_seed: seed of the random validation inputs (``export_subnet``'s ``seed``).
+        calib_data: an ``.npz`` of inputs each arch's BatchNorm statistics are re-estimated on
+            before export (``export_subnet``'s ``calib_data``), every arch from the
+            checkpoint's statistics; its sha256 is part of each bundle's name.
+        calib_samples: use this many calibration samples (seeded subsample); None: all.
+        calib_batch: batch size of the calibration passes.
         workers: with the local executor, 1 runs here and N > 1 uses N spawned processes
             (``pool.py``); with Ray, the number of actors (``ray_pool.py``).
         latency_runs: timed onnxruntime CPU runs at batch 1 per bundle; 0 skips latency.
@@ -134,13 +141,15 @@ def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[An
         from .ray_pool import preflight
 
         preflight(address)  # refused before the supernet is built or the folder made
-    net, sha, note = _load(supernet, strategy, weights)
-    entries = _entries(net, archs, sample, seed)
+    net, sha, note = load_supernet(supernet, strategy, weights)
+    entries = sweep_entries(net, archs, sample, seed)
     for axis in report_axes:  # an axis the report cannot draw: refused before any export
         resolve_axis([{"columns": e.columns} for e in entries], axis)
-    opts = _options(net, supernet, inputs, output_names, dynamic_axes, exporter, opset,
+    opts = sweep_options(net, supernet, inputs, output_names, dynamic_axes, exporter, opset,
                     providers, tolerance, samples, batch, input_seed, latency_runs, reuse)
-    key_fields = {**opts.key_fields(_samples_sha(samples)), "strategy": strategy}
+    opts = with_calibration(opts, calib_data, calib_samples, calib_batch)
+    key_fields = {**opts.key_fields(file_sha(samples), file_sha(calib_data, "calibration")),
+                  "strategy": strategy}
     out = _sweep_dir(out_dir)
     header = {"supernet": supernet if isinstance(supernet, str) else type(supernet).__name__,
               "weights": None if weights is None else str(weights), "checkpoint_sha256": sha,
@@ -190,56 +199,14 @@ def _sweep_dir(out_dir: str | Path) -> Path:
     return out
 
 
-def _load(supernet: Any, strategy: str | None, weights: str | Path | None
-          ) -> tuple[Any, str, str | None]:
-    from ..loading import build_and_load, load_checkpoint
-
-    if isinstance(supernet, str):
-        net, loaded = build_and_load(supernet, strategy, weights)
-    else:
-        net = supernet
-        loaded = load_checkpoint(net, weights) if weights is not None else None
-    sha = loaded.sha256 if loaded is not None and loaded.sha256 else state_digest(net)
-    return net, sha, loaded.note if loaded is not None else None
 
 
-def _entries(net: Any, archs: Any, sample: int, seed: int) -> list[SweepEntry]:
-    entries: list[SweepEntry] = []
-    if isinstance(archs, (str, Path)):
-        entries = read_archs(archs)
-    elif archs is not None:
-        entries = entries_from(list(archs))
-    if sample:
-        entries += sample_entries(net, sample, seed, start=len(entries))
-    if not entries:
-        raise InputError("no arch to sweep: give an arch file (--archs) or --sample N")
-    return entries
 
 
-def _options(net: Any, supernet: Any, inputs: Any, output_names: Any, dynamic_axes: Any,
-             exporter: str, opset: int | None, providers: Any, tolerance: Any, samples: Any,
-             batch: int | None, input_seed: int, latency_runs: int,
-             reuse: str) -> SweepOptions:
-    from ..options import default_specs
-    from ..signature import as_specs
-
-    specs = as_specs(inputs) if inputs else default_specs(net, str(supernet))
-    return SweepOptions(tuple(specs), None if output_names is None else tuple(output_names),
-                        dict(dynamic_axes or {}), exporter, opset,
-                        None if providers is None else tuple(providers), tolerance,
-                        None if samples is None else str(samples), batch, input_seed,
-                        latency_runs, reuse)
 
 
-def _samples_sha(samples: str | Path | None) -> str | None:
-    if samples is None:
-        return None
-    from ..bundle.hashing import digest_file
 
-    try:
-        return digest_file(samples).sha256
-    except OSError as err:
-        raise InputError(f"samples file {str(samples)!r} cannot be read: {err}") from err
+
 
 
 def _plan(net: Any, entries: Sequence[SweepEntry], out: Path, sha: str,

@@ -1,0 +1,88 @@
+"""What a sweep settles before its first export: the supernet, the archs and the options.
+
+Each is refused here, once, when it is wrong (an unreadable arch or calibration file, no arch),
+so no arch of the sweep fails for a reason they all share.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from ..errors import InputError
+from .archs import SweepEntry, entries_from, read_archs, sample_entries
+from .job import SweepOptions
+from .naming import state_digest
+
+__all__ = ["load_supernet", "sweep_entries", "sweep_options", "with_calibration", "file_sha"]
+
+
+def load_supernet(supernet: Any, strategy: str | None, weights: str | Path | None
+          ) -> tuple[Any, str, str | None]:
+    """Build (or take) the supernet, load ``weights``: ``(net, sha256, layout note)``."""
+    from ..loading import build_and_load, load_checkpoint
+
+    if isinstance(supernet, str):
+        net, loaded = build_and_load(supernet, strategy, weights)
+    else:
+        net = supernet
+        loaded = load_checkpoint(net, weights) if weights is not None else None
+    sha = loaded.sha256 if loaded is not None and loaded.sha256 else state_digest(net)
+    return net, sha, loaded.note if loaded is not None else None
+
+
+def sweep_entries(net: Any, archs: Any, sample: int, seed: int) -> list[SweepEntry]:
+    """The arch file's or list's entries, then ``sample`` random ones; none is an error."""
+    entries: list[SweepEntry] = []
+    if isinstance(archs, (str, Path)):
+        entries = read_archs(archs)
+    elif archs is not None:
+        entries = entries_from(list(archs))
+    if sample:
+        entries += sample_entries(net, sample, seed, start=len(entries))
+    if not entries:
+        raise InputError("no arch to sweep: give an arch file (--archs) or --sample N")
+    return entries
+
+
+def sweep_options(net: Any, supernet: Any, inputs: Any, output_names: Any, dynamic_axes: Any,
+             exporter: str, opset: int | None, providers: Any, tolerance: Any, samples: Any,
+             batch: int | None, input_seed: int, latency_runs: int,
+             reuse: str) -> SweepOptions:
+    """The :class:`SweepOptions` every arch shares; inputs default to what the net declares."""
+    from ..options import default_specs
+    from ..signature import as_specs
+
+    specs = as_specs(inputs) if inputs else default_specs(net, str(supernet))
+    return SweepOptions(tuple(specs), None if output_names is None else tuple(output_names),
+                        dict(dynamic_axes or {}), exporter, opset,
+                        None if providers is None else tuple(providers), tolerance,
+                        None if samples is None else str(samples), batch, input_seed,
+                        latency_runs, reuse)
+
+
+def with_calibration(opts: SweepOptions, calib_data: str | Path | None,
+                      calib_samples: int | None, calib_batch: int) -> SweepOptions:
+    """``opts`` with BatchNorm recalibration, its data read once here (refused before any arch)."""
+    if calib_data is None:
+        return opts
+    from ..recalibrate.data import to_tensors
+
+    if (calib_samples is not None and calib_samples < 1) or calib_batch < 1:
+        raise InputError("calib_samples and calib_batch must be positive")
+    to_tensors(str(calib_data))  # a missing, unreadable or non-finite file: InputError now
+    return replace(opts, calib_data=str(calib_data), calib_samples=calib_samples,
+                   calib_batch=calib_batch)
+
+
+def file_sha(samples: str | Path | None, what: str = "samples") -> str | None:
+    """The sha256 of a samples or calibration file (None without one)."""
+    if samples is None:
+        return None
+    from ..bundle.hashing import digest_file
+
+    try:
+        return digest_file(samples).sha256
+    except OSError as err:
+        raise InputError(f"{what} file {str(samples)!r} cannot be read: {err}") from err
