@@ -192,9 +192,13 @@ def export_onnx(
         pick = reuse(templates, plain, state, inputs, exporter, opset, axes, in_names, out_names)
         model = pick.model
         if model is None:
-            model = step("trace", lambda: trace(plain, inputs, raw, exporter, opset, axes,
-                                                in_names, out_names))
-            keep(templates, pick, model, tmpdir, set(state))
+            try:
+                model = step("trace", lambda: trace(plain, inputs, raw, exporter, opset, axes,
+                                                    in_names, out_names))
+                keep(templates, pick, model, tmpdir, set(state))
+            finally:
+                if templates is not None:
+                    templates.done()
         strip_zero_conv_bias(model)
         name_nodes_by_module(model)
         normalise(model, props)

@@ -60,6 +60,9 @@ class TemplateStore:
         while len(self._templates) > self.limit:
             self._templates.popitem(last=False)
 
+    def done(self) -> None:
+        """Called when a trace made because nothing fitted has ended (kept or failed)."""
+
     def pick(self, key: str, state: dict[str, np.ndarray], plain: nn.Module,
              inputs: Sequence[torch.Tensor], in_names: Sequence[str]) -> Pick:
         """The first template of ``key`` that fits ``state`` and runs close to ``plain``."""

@@ -25,8 +25,9 @@ __all__ = ["REUSE", "SweepOptions", "bundle_facts", "export_one", "measure_laten
 #: ``reuse`` settings: ``template`` fits an earlier trace of the same topology to each new arch
 #: (``export/template.py``); ``off`` traces every arch
 REUSE = ("template", "off")
-#: this process's traces, kept across the archs it exports
-_TEMPLATES = TemplateStore()
+#: this process's traces, kept across the archs it exports (key None: not shared; else the
+#: folder the sweep's workers share them through)
+_STORES: dict[str | None, TemplateStore] = {}
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,8 @@ class SweepOptions:
         seed: seed of the random inputs.
         latency_runs: timed onnxruntime CPU runs at batch 1 per bundle (0: no latency).
         reuse: one of :data:`REUSE`; it never changes a bundle's name or verdict.
+        template_dir: with ``reuse="template"``, a folder the workers of a sweep share their
+            traces through (``export/shared_templates.py``); None: this process's own.
     """
 
     inputs: tuple[Any, ...]
@@ -67,6 +70,7 @@ class SweepOptions:
     calib_data: str | None = None
     calib_samples: int | None = None
     calib_batch: int = 32
+    template_dir: str | None = None
 
     def export_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``export_subnet`` these options stand for."""
@@ -120,7 +124,7 @@ def export_one(supernet: Any, arch: Any, out_dir: Path, options: SweepOptions, *
             result = export_subnet(supernet, out_dir, arch=arch, **options.export_kwargs(),
                                    checkpoint_sha256=checkpoint_sha256,
                                    weights_layout=weights_layout, warn=warnings.append,
-                                   templates=_TEMPLATES if options.reuse == "template" else None)
+                                   templates=_templates(options))
     except SubnetExportError as err:
         return _error(err, str(err), err.exit_code, warnings, start)
     except Exception as err:  # a bug in a module or in this tool: this arch only
@@ -136,6 +140,21 @@ def export_one(supernet: Any, arch: Any, out_dir: Path, options: SweepOptions, *
                                         warnings)
     row["timings_s"]["latency"] = round(time.perf_counter() - latency_start, 4)
     return row
+
+
+def _templates(options: SweepOptions) -> TemplateStore | None:
+    if options.reuse != "template":
+        return None
+    store = _STORES.get(options.template_dir)
+    if store is None:
+        if options.template_dir is None:
+            store = TemplateStore()
+        else:
+            from ..export.shared_templates import SharedTemplates
+
+            store = SharedTemplates(options.template_dir)
+        _STORES[options.template_dir] = store
+    return store
 
 
 @contextmanager

@@ -7,8 +7,9 @@ the whole ``export_subnet`` pipeline, every check included. Bundles are named by
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,7 +21,15 @@ from .job import REUSE, export_one
 from .naming import bundle_key, bundle_name
 from .report import resolve_axis, write_report
 from .resume import reusable
-from .setup import file_sha, load_supernet, sweep_entries, sweep_options, with_calibration
+from .setup import (
+    file_sha,
+    load_supernet,
+    shared_templates,
+    sweep_entries,
+    sweep_options,
+    topology_order,
+    with_calibration,
+)
 
 __all__ = ["EXECUTORS", "ROW_DEFAULTS", "SweepResult", "sweep"]
 
@@ -156,24 +165,31 @@ def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[An
               "options": key_fields, "workers": workers, "reuse": reuse,
               "executor": executor}
     plan = _plan(net, entries, out, sha, key_fields)
+    order = list(range(len(plan.jobs)))
+    if pooled and reuse == "template":
+        opts = replace(opts, template_dir=str(shared_templates(out)))
+        order = topology_order(net, [arch for arch, _ in plan.jobs])
     writer = IndexWriter(out, header, len(entries))
     emit = Emitter(writer, plan, len(entries), progress)
     try:
         emit.rows(plan.rows)
-        on_done = emit.job_done
+        def on_done(k: int, row: dict[str, Any]) -> None:
+            emit.job_done(order[k], row)
+
+        jobs = [plan.jobs[i] for i in order]
         where = {"spec": supernet, "strategy": strategy, "options": opts, "workers": workers,
                  "weights": None if weights is None else str(weights),
                  "checkpoint_sha256": sha, "on_done": on_done}
         if executor == "ray":
             from .ray_pool import run_ray
 
-            run_ray(plan.jobs, address=address, **where)
+            run_ray(jobs, address=address, **where)
         elif workers > 1:
             from .pool import run_pool
 
-            run_pool(plan.jobs, **where)
+            run_pool(jobs, **where)
         else:
-            for i, (arch, path) in enumerate(plan.jobs):
+            for i, (arch, path) in enumerate(jobs):
                 on_done(i, export_one(net, arch, path, opts, checkpoint_sha256=sha,
                                       weights_layout=note))
     finally:
@@ -183,6 +199,8 @@ def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[An
             emit.recover_unlogged()
         finally:
             rows = writer.close()
+            if opts.template_dir:
+                shutil.rmtree(opts.template_dir, ignore_errors=True)
     # after the finally: a report that cannot be drawn never hides the sweep's own exception
     write_report(out, {**header, "complete": len(rows) == len(entries), "rows": rows},
                  x=report_axes[0], y=report_axes[1])

@@ -6,6 +6,7 @@ so no arch of the sweep fails for a reason they all share.
 
 from __future__ import annotations
 
+import shutil
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,12 @@ from .archs import SweepEntry, entries_from, read_archs, sample_entries
 from .job import SweepOptions
 from .naming import state_digest
 
-__all__ = ["load_supernet", "sweep_entries", "sweep_options", "with_calibration", "file_sha"]
+#: where the workers of a pooled or Ray sweep share their traces, inside the sweep folder; it is
+#: removed when the sweep ends
+TEMPLATES_DIR = ".templates"
+
+__all__ = ["TEMPLATES_DIR", "file_sha", "load_supernet", "shared_templates", "sweep_entries",
+           "sweep_options", "topology_order", "with_calibration"]
 
 
 def load_supernet(supernet: Any, strategy: str | None, weights: str | Path | None
@@ -86,3 +92,35 @@ def file_sha(samples: str | Path | None, what: str = "samples") -> str | None:
         return digest_file(samples).sha256
     except OSError as err:
         raise InputError(f"{what} file {str(samples)!r} cannot be read: {err}") from err
+
+
+def shared_templates(out: Path) -> Path:
+    """The sweep folder's template folder, emptied of an earlier run's files."""
+    folder = out / TEMPLATES_DIR
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir()
+    return folder
+
+
+def topology_order(net: Any, archs: list[Any]) -> list[int]:
+    """Job indices, one arch of each topology first, then the second of each, and so on.
+
+    Workers that start on different topologies trace each once and share the traces; workers
+    that start on the same one trace it twice. An arch that does not freeze or materialize here
+    keeps its place (its export reports why).
+    """
+    from collections import defaultdict
+
+    from ..arch import freeze
+    from ..export.template import topology_key
+    from ..plain.materialize import materialize
+
+    groups: dict[str, list[int]] = defaultdict(list)
+    for i, arch in enumerate(archs):
+        try:
+            key = topology_key(materialize(net, freeze(net, arch)))
+        except Exception:  # reported by the export itself
+            key = f"unknown-{i}"
+        groups[key].append(i)
+    rounds = max((len(g) for g in groups.values()), default=0)
+    return [g[r] for r in range(rounds) for g in groups.values() if r < len(g)]

@@ -101,6 +101,82 @@ def test_a_fitted_template_writes_the_file_a_fresh_trace_writes(fitted):
         assert via.graph == fresh.graph and via.unused == fresh.unused == ()
 
 
+def test_a_template_one_worker_wrote_is_fitted_by_another(fitted, tmp_path):
+    from subnet_export.export.shared_templates import SharedTemplates
+
+    _, supernet, _, others, _, results, store = fitted
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    writer = SharedTemplates(folder)
+    for template in list(store._templates.values()):
+        writer.add(template)
+    assert len(list(folder.glob("*.onnx"))) == len(store)
+    reader = SharedTemplates(folder)  # another process: nothing of its own yet
+    shape = tuple(supernet.input_shape)
+    via = _export(_plain(supernet, others[0]), shape, tmp_path / "m.onnx", others[0], reader)
+    assert via.route == "template", via.template_notes
+    assert via.path.read_bytes() == results[0][1].path.read_bytes()
+
+
+def test_unreadable_and_foreign_shared_templates_are_passed_over(fitted, tmp_path):
+    from subnet_export.export.shared_templates import SharedTemplates, _prefix
+
+    store = fitted[-1]
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    SharedTemplates(folder).add(next(iter(store._templates.values())))
+    (written,) = folder.glob("*.onnx")
+    written.rename(folder / f"{_prefix('another key')}-1-foreign.onnx")
+    (folder / f"{_prefix('another key')}-1-broken.onnx").write_bytes(b"not a model")
+    reader = SharedTemplates(folder)
+    reader._read("another key")
+    assert len(reader) == 0
+    reader._read(next(iter(store._templates.values())).key)  # under its own key: nothing there
+    assert len(reader) == 0
+
+
+def test_a_worker_waits_for_a_trace_under_way_instead_of_tracing_it_too(fitted, tmp_path):
+    import threading
+
+    from subnet_export.export.shared_templates import SharedTemplates
+
+    _, supernet, _, others, _, _, store = fitted
+    template = next(iter(store._templates.values()))
+    folder = tmp_path / "templates"
+    folder.mkdir()
+    tracer, waiter = SharedTemplates(folder), SharedTemplates(folder)
+    tracer._mark(template.key)  # "tracing": this process is alive, so the marker is live
+    assert list(folder.glob("*.tracing-*"))
+    # the trace ends while the other waits
+    threading.Timer(0.5, tracer.add, args=(template,)).start()
+    assert waiter._wait(template.key)
+    assert len(waiter) == 1 and not list(folder.glob("*.tracing-*"))  # add() unmarked
+
+
+def test_a_dead_or_stale_trace_is_not_waited_for(tmp_path):
+    import json
+    import os
+    import socket
+    import subprocess
+    import time
+
+    from subnet_export.export.shared_templates import MAX_WAIT_S, SharedTemplates, _live, _prefix
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    here = {"host": socket.gethostname()}
+    dead, old, alive = (tmp_path / f"{_prefix('k')}.tracing-{n}" for n in ("a", "b", "c"))
+    dead.write_text(json.dumps({**here, "pid": gone.pid}))
+    old.write_text(json.dumps({"host": "elsewhere", "pid": 1}))
+    os.utime(old, (time.time() - MAX_WAIT_S - 1,) * 2)
+    alive.write_text(json.dumps({**here, "pid": os.getpid()}))
+    assert (_live(dead), _live(old), _live(alive)) == (False, False, True)
+    alive.unlink()
+    start = time.monotonic()
+    assert SharedTemplates(tmp_path)._wait("k") is False  # nothing live: no wait, no template
+    assert time.monotonic() - start < 5
+
+
 def test_the_archs_really_differ_in_shape(fitted):
     # the test above would prove nothing if the fitted graphs held the base arch's shapes
     _, _, _, _, first, results, _ = fitted

@@ -237,3 +237,19 @@ def test_the_report_draws_the_axes_asked_for(checkpoints, tmp_path):
                    report_axes=("parameters", "accuracy"), **OPTIONS)
     page = (result.out_dir / REPORT_NAME).read_text(encoding="utf-8")
     assert "accuracy (higher is better)" in page and "latency (ms) (lower" not in page
+
+
+def test_two_workers_share_their_traces_and_write_the_same_bundles(reuse_pair, checkpoints,
+                                                                   tmp_path):
+    from subnet_export.sweeps.setup import TEMPLATES_DIR
+
+    traced = reuse_pair["off"]
+    result = sweep(SPACE, tmp_path / "out", archs=SAME_TOPOLOGY, weights=checkpoints[0],
+                   batch=2, latency_runs=0, reuse="template", workers=2)
+    assert [r["verdict"] for r in result.rows] == ["passed"] * len(SAME_TOPOLOGY)
+    assert "template" in [r["export_route"] for r in result.rows]
+    for row, fresh in zip(result.rows, traced.rows):
+        assert row["bundle"] == fresh["bundle"]
+        mine = (result.out_dir / row["bundle"] / "model.onnx").read_bytes()
+        assert mine == (traced.out_dir / row["bundle"] / "model.onnx").read_bytes()
+    assert not (result.out_dir / TEMPLATES_DIR).exists()  # the shared traces go with the sweep
