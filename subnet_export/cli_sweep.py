@@ -14,6 +14,7 @@ from typing import Any
 import click
 
 from . import options
+from .cli_variants import variant_config, variant_options
 
 __all__ = ["format_rows", "sweep_command"]
 
@@ -100,6 +101,7 @@ def format_rows(rows: Sequence[Mapping[str, Any]], out_dir: str) -> str:
               metavar="X,Y",
               help="Axes of report.html's chart: parameters, model_bytes, latency_ms or a column "
                    "of the arch file; prefix '-' to minimize, '+' to maximize.")
+@variant_options
 @click.option("--json", "as_json", is_flag=True,
               help="Print one JSON summary on stdout (the table goes to stderr).")
 @options.debug_option
@@ -112,7 +114,7 @@ def sweep_command(supernet: str, archs_path: str | None, sample: int, seed: int,
                   calib_samples: int | None, calib_batch: int, batch: int | None,
                   input_seed: int, workers: int, executor: str, address: str | None,
                   latency_runs: int, reuse: str, report_axes: str, as_json: bool,
-                  debug: bool) -> int:
+                  debug: bool, **variant_args: Any) -> int:
     """Export and validate many subnets of SUPERNET; rerun to resume (finished bundles stay)."""
     from .errors import InputError
     from .parity.rule import Tolerance
@@ -133,6 +135,7 @@ def sweep_command(supernet: str, archs_path: str | None, sample: int, seed: int,
         check_opset(exporter, opset)
     options.require_file("samples", samples)
     options.require_file("calibration data", calib_data)
+    variants = variant_config(**variant_args, calib_batch=calib_batch)
     tolerance = (None if (atol, rtol, noise_factor) == (None, None, None)
                  else Tolerance(atol, rtol, noise_factor))
     with SweepProgress() as progress:
@@ -142,7 +145,8 @@ def sweep_command(supernet: str, archs_path: str | None, sample: int, seed: int,
                        exporter=exporter, opset=opset, providers=options.providers(providers),
                        tolerance=tolerance, samples=samples, batch=batch,
                        calib_data=calib_data, calib_samples=calib_samples,
-                       calib_batch=calib_batch, input_seed=input_seed, workers=workers,
+                       calib_batch=calib_batch, variants=variants, input_seed=input_seed,
+                       workers=workers,
                        latency_runs=latency_runs,
                        reuse=reuse, report_axes=axes_xy, executor=executor,
                        address=address, progress=progress)

@@ -51,6 +51,8 @@ class SweepOptions:
         seed: seed of the random inputs.
         latency_runs: timed onnxruntime CPU runs at batch 1 per bundle (0: no latency).
         reuse: one of :data:`REUSE`; it never changes a bundle's name or verdict.
+        variants: a ``VariantOptions``: the edge variants every bundle gets (docs/edge.md),
+            or None.
         template_dir: with ``reuse="template"``, a folder the workers of a sweep share their
             traces through (``export/shared_templates.py``); None: this process's own.
     """
@@ -71,6 +73,7 @@ class SweepOptions:
     calib_samples: int | None = None
     calib_batch: int = 32
     template_dir: str | None = None
+    variants: Any = None
 
     def export_kwargs(self) -> dict[str, Any]:
         """The keyword arguments of ``export_subnet`` these options stand for."""
@@ -80,19 +83,21 @@ class SweepOptions:
                 "providers": _list(self.providers), "tolerance": self.tolerance,
                 "samples": self.samples, "batch": self.batch, "seed": self.seed,
                 "calib_data": self.calib_data, "calib_samples": self.calib_samples,
-                "calib_batch": self.calib_batch}
+                "calib_batch": self.calib_batch, "variants": self.variants}
 
     def key_fields(self, samples_sha256: str | None,
                    calib_sha256: str | None = None) -> dict[str, Any]:
         """What of these options changes a bundle, as JSON (the latency runs do not).
 
-        The calibration fields are there only with ``calib_data``, so the bundles of a sweep
-        without it keep the names they had before calibration was an option.
+        The calibration and variant fields are there only when asked for, so the bundles of a
+        sweep without them keep the names they had before these were options.
         """
         tol = self.tolerance
         calib = {} if self.calib_data is None else {
             "calib_data_sha256": calib_sha256, "calib_samples": self.calib_samples,
             "calib_batch": self.calib_batch}
+        if self.variants is not None:
+            calib["variants"] = _variant_fields(self.variants)
         return {**calib, "inputs": [s.to_json() for s in self.inputs],
                 "output_names": _list(self.output_names),
                 "dynamic_axes": {k: {str(a): d for a, d in v.items()}
@@ -101,6 +106,15 @@ class SweepOptions:
                 "providers": _list(self.providers),
                 "tolerance": None if tol is None else [tol.atol, tol.rtol, tol.noise_factor],
                 "samples_sha256": samples_sha256, "batch": self.batch, "seed": self.seed}
+
+
+def _variant_fields(options: Any) -> dict[str, Any]:
+    return {"kinds": list(options.kinds),
+            "limits": {k: options.limits_for(k).to_json() for k in options.kinds},
+            "fp16": options.fp16.to_json(), "int8": options.int8.to_json(),
+            "auto_exclude": options.auto_exclude, "sensitivity": options.sensitivity,
+            "margin_db": options.margin_db, "ort_format": options.ort_format,
+            "batch": options.batch}
 
 
 def _list(values: Sequence[Any] | None) -> list[Any] | None:
@@ -189,13 +203,23 @@ def _error(err: Exception, reason: str, code: int, warnings: list[str],
 
 
 def bundle_facts(bundle_dir: Path, manifest: Any) -> dict[str, Any]:
-    """Verdict, reason, parameters, model bytes and export route of a bundle, from its manifest."""
+    """Verdict, reason, parameters, model bytes, export route and variants, from the manifest.
+
+    A bundle whose edge variant failed its verdict is ``failed``, as ``onnx`` exits 1 for it.
+    """
     passed = manifest.parity == "passed"
     files = manifest.files
     size = sum(files[f]["size"] for f in (manifest.model_file, *manifest.external_data)
                if f in files)
+    variants = {kind: bool(e.get("passed")) for kind, e in sorted(manifest.variants.items())}
+    failed = [f"{kind}: {'; '.join(e.get('failures', [])) or 'failed'}"
+              for kind, e in sorted(manifest.variants.items()) if not e.get("passed")]
+    reason = None if passed else _parity_reason(bundle_dir)
+    if passed and failed:
+        reason = "variant failed: " + " | ".join(failed)
+    passed = passed and not failed
     return {"verdict": "passed" if passed else "failed", "exit_code": 0 if passed else 1,
-            "reason": None if passed else _parity_reason(bundle_dir),
+            "reason": reason, "variants": variants or None,
             "parameters": manifest.extra.get("parameter_count", manifest.parameter_count),
             "model_bytes": size, "export_route": manifest.extra.get("export_route")}
 

@@ -3,7 +3,8 @@
 "Verifies" is ``verify_bundle`` itself (every file against the manifest's hashes, the samples
 rerun on onnxruntime CPU), plus the bundle's ``arch.json`` being the arch its name stands for;
 a bundle recorded as failed needs its hashes only (its samples may not reproduce, by its very
-failure). A bundle that fails is moved aside and deleted, so the arch is exported again.
+failure), and an edge variant recorded as failed is not held against it either. A bundle that
+fails is moved aside and deleted, so the arch is exported again.
 """
 
 from __future__ import annotations
@@ -38,10 +39,16 @@ def reusable(bundle_dir: Path, arch: Mapping[str, Any]) -> dict[str, Any] | None
     try:
         report = verify_bundle(bundle_dir, require_parity=False)
         given = json.loads((bundle_dir / ARCH_NAME).read_text(encoding="utf-8"))
+        manifest = load_manifest(bundle_dir)[0]
         # A bundle recorded as failed may fail its samples too (NaN outputs): its hashes decide.
-        intact = not report.tampered and (report.passed or report.parity != "passed")
+        # So may an edge variant recorded as failed: it fails verify's rerun as it failed then.
+        failed = {k for k, e in manifest.variants.items() if not e.get("passed")}
+        rerun_ok = (not report.tampered and bool(report.samples)
+                    and all(c.passed for c in (*report.samples, *report.noise))
+                    and all(v.passed or v.kind in failed for v in report.variants))
+        intact = not report.tampered and (rerun_ok or report.parity != "passed")
         ok = intact and canonical_json(given) == canonical_json(dict(arch))
-        manifest = load_manifest(bundle_dir)[0] if ok else None
+        manifest = manifest if ok else None
     except (SubnetExportError, OSError, ValueError):
         manifest = None
     if manifest is None:

@@ -40,7 +40,7 @@ EXECUTORS = ("local", "ray")
 ROW_DEFAULTS: dict[str, Any] = {
     "position": None, "origin": "", "bundle": None, "arch": None, "verdict": None,
     "status": None, "reason": None, "exit_code": None, "parameters": None, "model_bytes": None,
-    "latency_ms": None, "export_route": None, "template_notes": [],
+    "latency_ms": None, "export_route": None, "variants": None, "template_notes": [],
     "timings_s": {}, "warnings": [], "columns": {}}
 
 
@@ -84,7 +84,8 @@ def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[An
           providers: Sequence[str] | None = None, tolerance: Any = None,
           samples: str | Path | None = None, batch: int | None = None, input_seed: int = 0,
           calib_data: str | Path | None = None, calib_samples: int | None = None,
-          calib_batch: int = 32, workers: int = 1, latency_runs: int = 10, reuse: str = "template",
+          calib_batch: int = 32, variants: Any = None, workers: int = 1,
+          latency_runs: int = 10, reuse: str = "template",
           report_axes: tuple[str, str] = ("parameters", "latency_ms"),
           executor: str = "local", address: str | None = None,
           progress: Progress | None = None) -> SweepResult:
@@ -116,6 +117,8 @@ def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[An
             checkpoint's statistics; its sha256 is part of each bundle's name.
         calib_samples: use this many calibration samples (seeded subsample); None: all.
         calib_batch: batch size of the calibration passes.
+        variants: a ``VariantOptions``: FP16/INT8 variants (and ORT files) in every bundle,
+            judged as ``onnx --variants`` judges them; a failed variant fails its arch.
         workers: with the local executor, 1 runs here and N > 1 uses N spawned processes
             (``pool.py``); with Ray, the number of actors (``ray_pool.py``).
         latency_runs: timed onnxruntime CPU runs at batch 1 per bundle; 0 skips latency.
@@ -156,7 +159,8 @@ def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[An
         resolve_axis([{"columns": e.columns} for e in entries], axis)
     opts = sweep_options(net, supernet, inputs, output_names, dynamic_axes, exporter, opset,
                     providers, tolerance, samples, batch, input_seed, latency_runs, reuse)
-    opts = with_calibration(opts, calib_data, calib_samples, calib_batch)
+    opts = replace(with_calibration(opts, calib_data, calib_samples, calib_batch),
+                   variants=variants)
     key_fields = {**opts.key_fields(file_sha(samples), file_sha(calib_data, "calibration")),
                   "strategy": strategy}
     out = _sweep_dir(out_dir)

@@ -81,6 +81,8 @@ def test_a_rerun_prints_the_reused_bundles(first_run):
     (["--sample", "1", "--reuse", "always"], "Invalid value for '--reuse'"),
     (["--sample", "1", "--executor", "dask"], "Invalid value for '--executor'"),
     (["--sample", "1", "--calib-data", "missing.npz"], "calibration data"),
+    (["--sample", "1", "--int8-exclude", "stem"], "add --variants"),
+    (["--sample", "1", "--variants", "int4"], "int4"),
     (["--sample", "1", "--calib-samples", "0", "--calib-data", "x.npz"],
      "Invalid value for '--calib-samples'"),
     (["--sample", "1", "--executor", "ray", "--address", "127.0.0.1:9"],
