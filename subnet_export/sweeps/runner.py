@@ -27,7 +27,6 @@ from .setup import (
     shared_templates,
     sweep_entries,
     sweep_options,
-    topology_order,
     with_calibration,
 )
 
@@ -169,10 +168,7 @@ def sweep(supernet: Any, out_dir: str | Path, *, archs: str | Path | Sequence[An
               "options": key_fields, "workers": workers, "reuse": reuse,
               "executor": executor}
     plan = _plan(net, entries, out, sha, key_fields)
-    order = list(range(len(plan.jobs)))
-    if pooled and reuse == "template":
-        opts = replace(opts, template_dir=str(shared_templates(out)))
-        order = topology_order(net, [arch for arch, _ in plan.jobs])
+    opts, order = shared_templates(opts, out, net, [a for a, _ in plan.jobs], pooled)
     writer = IndexWriter(out, header, len(entries))
     emit = Emitter(writer, plan, len(entries), progress)
     try:

@@ -94,12 +94,20 @@ def file_sha(samples: str | Path | None, what: str = "samples") -> str | None:
         raise InputError(f"{what} file {str(samples)!r} cannot be read: {err}") from err
 
 
-def shared_templates(out: Path) -> Path:
-    """The sweep folder's template folder, emptied of an earlier run's files."""
+def shared_templates(opts: SweepOptions, out: Path, net: Any, archs: list[Any],
+                     pooled: bool) -> tuple[SweepOptions, list[int]]:
+    """The options and job order of a sweep whose workers share their traces.
+
+    With template reuse and more than one worker: the sweep folder's template folder, emptied
+    of an earlier run's files, and the archs one topology at a time (:func:`topology_order`).
+    Otherwise the options as they are and the archs in their order.
+    """
+    if not pooled or opts.reuse != "template":
+        return opts, list(range(len(archs)))
     folder = out / TEMPLATES_DIR
     shutil.rmtree(folder, ignore_errors=True)
     folder.mkdir()
-    return folder
+    return replace(opts, template_dir=str(folder)), topology_order(net, archs)
 
 
 def topology_order(net: Any, archs: list[Any]) -> list[int]:
