@@ -66,7 +66,7 @@ def _one(root: Path, manifest: BundleManifest, kind: str, budget: VariantBudget
         checks.append(GateCheck(f"{head}.passed", passed, "passed" if passed else "failed",
                                 "passed", "; ".join(entry.get("failures", [])) or
                                 ("" if passed else "the variant failed its verdict")))
-    size = manifest.files[entry["file"]]["size"]
+    size = sum(manifest.files[f]["size"] for f in (entry["file"], *entry.get("external_data", ())))
     if budget.max_file_bytes is not None:
         checks.append(GateCheck(f"{head}.max_file_bytes", size <= budget.max_file_bytes, size,
                                 budget.max_file_bytes, entry["file"]))

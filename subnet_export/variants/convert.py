@@ -7,6 +7,10 @@
   calibrated on the given feeds, its ranges cached so a later call on the same model skips the
   calibration runs), or dynamic quantization of MatMul/Gemm weights for transformers.
 
+A model whose weights live in an external-data file (a model over 2 GiB) gets variants in the
+same form: ``model.int8.onnx`` and its ``model.int8.onnx.data`` beside it; shapes are then
+inferred from the file, as ONNX's in-memory inference stops at 2 GiB.
+
 Modules are named as ``locate`` names them: the node names of an exported model are
 ``<module path>/<op type>`` (``export/naming.py``), so ``blocks.1`` keeps every node of
 ``blocks.1`` and of its submodules in float. This module writes no quantizer of its own.
@@ -27,8 +31,8 @@ import onnx
 
 from ..errors import InputError
 
-__all__ = ["Fp16Settings", "Int8Settings", "make_fp16", "make_int8", "module_nodes",
-           "module_of", "weighted_modules"]
+__all__ = ["Fp16Settings", "Int8Settings", "data_file", "has_external_data", "make_fp16",
+           "make_int8", "module_nodes", "module_of", "weighted_modules"]
 
 #: Ops that carry a layer's weights: the ones sensitivity quantizes one module at a time.
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
@@ -90,6 +94,23 @@ def _quiet() -> Iterator[None]:
         logging.disable(logging.NOTSET)
 
 
+def has_external_data(path: Path) -> bool:
+    """Whether the model at ``path`` keeps tensors in an external-data file."""
+    model = onnx.load(str(path), load_external_data=False)
+    return any(t.data_location == onnx.TensorProto.EXTERNAL for t in model.graph.initializer)
+
+
+def data_file(target: Path) -> Path:
+    """Where a variant written with external data keeps it: ``<file>.data`` beside it."""
+    return target.with_name(target.name + ".data")
+
+
+def _fresh(target: Path) -> None:
+    # ONNX appends to an existing external-data file: a rebuilt variant must start empty
+    target.unlink(missing_ok=True)
+    data_file(target).unlink(missing_ok=True)
+
+
 def module_of(node: onnx.NodeProto) -> str:
     """The module path a node is named after (``""`` for the root or an unnamed node)."""
     return node.name.rpartition("/")[0]
@@ -129,7 +150,16 @@ def make_fp16(source: Path, target: Path, settings: Fp16Settings,
     """Write the FP16 model of ``source`` to ``target`` (``only``: just these modules FP16)."""
     from onnxruntime.transformers.float16 import DEFAULT_OP_BLOCK_LIST, convert_float_to_float16
 
-    model = onnx.load(str(source))
+    external = has_external_data(source)
+    if external:  # in-memory shape inference stops at 2 GiB; the file-based one does not
+        inferred = source.with_name(f".{target.name}.shapes.onnx")
+        try:
+            onnx.shape_inference.infer_shapes_path(str(source), str(inferred))
+            model = onnx.load(str(inferred))  # its data is read from beside the source
+        finally:
+            inferred.unlink(missing_ok=True)
+    else:
+        model = onnx.load(str(source))
     check_modules(model, settings.exclude, "--fp16-exclude")
     if only is None:
         blocked = module_nodes(model, settings.exclude)
@@ -137,10 +167,15 @@ def make_fp16(source: Path, target: Path, settings: Fp16Settings,
         blocked = [n.name for n in model.graph.node if n.name and not _in_module(n, only)]
     with _quiet():
         half = convert_float_to_float16(
-            model, keep_io_types=True, disable_shape_infer=False,
+            model, keep_io_types=True, disable_shape_infer=external,
             op_block_list=sorted({*DEFAULT_OP_BLOCK_LIST, *settings.keep_ops}),
             node_block_list=blocked or None)
-    onnx.save(half, str(target))
+    _fresh(target)
+    if external:
+        onnx.save_model(half, str(target), save_as_external_data=True,
+                        all_tensors_to_one_file=True, location=data_file(target).name)
+    else:
+        onnx.save(half, str(target))
 
 
 class _Feeds:
@@ -157,9 +192,13 @@ def prepare_int8(source: Path, target: Path) -> Path:
     """``quant_pre_process`` of ``source`` into ``target``; ``source`` itself when it fails."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    external = has_external_data(source)
+    _fresh(target)
     try:
         with _quiet():
-            quant_pre_process(str(source), str(target), skip_symbolic_shape=True)
+            quant_pre_process(str(source), str(target), skip_symbolic_shape=True,
+                              save_as_external_data=external, all_tensors_to_one_file=True,
+                              external_data_location=data_file(target).name)
     except Exception:  # a model onnxruntime's optimizer cannot prepare is quantized as it is
         return source
     return target
@@ -186,12 +225,13 @@ def make_int8(source: Path, target: Path, settings: Int8Settings,
         quantize_static,
     )
 
-    model = onnx.load(str(source))
+    model = onnx.load(str(source), load_external_data=False)  # node names are enough
     exclude = module_nodes(model, settings.exclude) or None
     include = None if only is None else module_nodes(model, only)
     common = dict(per_channel=settings.per_channel, reduce_range=settings.reduce_range,
                   weight_type=QuantType.QInt8, nodes_to_exclude=exclude,
-                  nodes_to_quantize=include)
+                  nodes_to_quantize=include, use_external_data_format=has_external_data(source))
+    _fresh(target)
     with _quiet():
         if settings.dynamic:
             quantize_dynamic(str(source), str(target), op_types_to_quantize=["MatMul", "Gemm"],

@@ -33,6 +33,7 @@ from ..parity.inputs import make_inputs
 from ..parity.report import ParityReport
 from ..recalibrate.data import select, to_tensors
 from .build import JudgedSet, VariantOptions, VariantResult, make_variants
+from .convert import data_file
 from .ort_format import OPERATORS_CONFIG, ort_name, to_ort_format
 
 __all__ = ["HELD_OUT_MIN", "JUDGED_MAX", "RANDOM_SAMPLES", "VariantsOutcome", "run_variants",
@@ -56,7 +57,14 @@ class VariantsOutcome:
         return all(r.passed for r in self.results)
 
     def manifest_entries(self) -> dict[str, dict[str, Any]]:
-        return {r.kind: r.to_manifest() for r in self.results}
+        return {r.kind: {**r.to_manifest(), "external_data": _data_files(r)}
+                for r in self.results}
+
+
+def _data_files(result: VariantResult) -> list[str]:
+    """The variant's external-data file, when it has one (a model over 2 GiB)."""
+    data = data_file(result.path)
+    return [data.name] if data.exists() else []
 
 
 def _reference(supernet: nn.Module, frozen: Any, plain: nn.Module,
@@ -133,6 +141,7 @@ def run_variants(supernet: nn.Module, frozen: Any, plain: nn.Module, exported: A
     out.results = make_variants(exported.path, work, judged=judged, calibration=calibration,
                                 options=options, other_sets=others, scratch=work / ".variants")
     out.files = {r.file: r.path for r in out.results}
+    out.files.update({n: work / n for r in out.results for n in _data_files(r)})
     if out.results:
         _write_judged(work, judged, out)
     if options.ort_format:

@@ -247,3 +247,29 @@ def test_int8_is_judged_on_calibration_data_it_was_not_calibrated_on(tmp_path):
     assert manifest["variants"]["int8"]["stats"][0]["samples"] == 40  # a quarter of 160
     with np.load(tmp_path / "b" / "variants.npz") as judged:
         assert next(v for k, v in judged.items() if k.startswith("input:")).shape[0] == 40
+
+
+def test_a_model_with_external_data_gets_its_variants_with_external_data(tmp_path, monkeypatch):
+    from subnet_export.pipeline import export_subnet
+
+    # a model over 2 GiB keeps its weights in model.onnx.data: the same route, made small
+    monkeypatch.setattr("subnet_export.export.exporter._EXTERNAL_THRESHOLD", 0)
+    net, out = _tiny(), tmp_path / "b"
+    run = export_subnet(net, out, input_shapes=[net.input_shape], arch=ARCH, batch=2,
+                        providers=["CPUExecutionProvider"],
+                        variants=VariantOptions(kinds=("int8",), limits=LIMITS,
+                                                sensitivity="never"))
+    assert run.exit_code == 0, [v.failures for v in run.variants]
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["external_data"] == ["model.onnx.data"]
+    assert manifest["variants"]["int8"]["external_data"] == ["model.int8.onnx.data"]
+    files = manifest["files"]
+    assert {"model.int8.onnx", "model.int8.onnx.data"} <= set(files)
+    assert verify_bundle(out).passed
+    (check,) = _gate(out, {"int8": {"max_size_ratio": 1e-6}}).violations
+    sizes = [files[f]["size"] for f in ("model.int8.onnx", "model.int8.onnx.data",
+                                        "model.onnx", "model.onnx.data")]
+    assert check.measured == pytest.approx((sizes[0] + sizes[1]) / (sizes[2] + sizes[3]))
+    with open(out / "model.int8.onnx.data", "r+b") as f:
+        f.write(b"\x7f")
+    assert [c.path for c in verify_bundle(out).tampered] == ["model.int8.onnx.data"]

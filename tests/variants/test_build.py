@@ -388,3 +388,39 @@ def test_fixed_batch_model_with_a_set_not_a_multiple_of_its_batch(models, tmp_pa
     out.mkdir()
     (result,) = make_variants(path, out, judged=judged, options=VariantOptions(kinds=("fp16",)))
     assert result.passed and result.stats[0].samples == 6
+
+
+def _external_copy(path: Path, folder: Path) -> Path:
+    """``path`` saved again with every tensor in ``model.onnx.data``, as a >2 GiB model is."""
+    folder.mkdir()
+    target = folder / "model.onnx"
+    onnx.save_model(onnx.load(str(path)), str(target), save_as_external_data=True,
+                    all_tensors_to_one_file=True, location="model.onnx.data", size_threshold=0)
+    return target
+
+
+@pytest.mark.parametrize("sensitivity", ["never", "always"])
+def test_a_model_with_external_data_gets_variants_with_external_data(models, tmp_path,
+                                                                     sensitivity):
+    from subnet_export.variants.convert import data_file, has_external_data
+
+    source = _external_copy(models.good, tmp_path / "src")
+    assert has_external_data(source) and not has_external_data(models.good)
+    out = tmp_path / "out"
+    out.mkdir()
+    results = make_variants(source, out, judged=models.judged, calibration=models.calibration,
+                            options=VariantOptions(sensitivity=sensitivity))
+    assert sorted(os.listdir(out)) == ["model.fp16.onnx", "model.fp16.onnx.data",
+                                       "model.int8.onnx", "model.int8.onnx.data"]
+    (tmp_path / "single").mkdir()
+    single = {r.kind: r for r in _make(models, tmp_path / "single", sensitivity="never")}
+    for r in results:
+        assert r.passed, (r.kind, r.failures)
+        assert has_external_data(r.path)
+        # the same model as the one-file route writes, its weights moved to the data file
+        one_file = single[r.kind]
+        assert data_file(r.path).stat().st_size <= one_file.path.stat().st_size
+        np.testing.assert_allclose(r.stats[0].snr_db, one_file.stats[0].snr_db, rtol=1e-6)
+        if sensitivity == "always":
+            # rebuilt module by module into scratch files, the variant's data is written afresh
+            assert data_file(r.path).stat().st_size < 1.05 * one_file.path.stat().st_size
