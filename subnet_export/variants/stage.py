@@ -5,8 +5,9 @@
   (``--calib-samples`` of them); without ``--calib-samples`` a quarter is held out. When fewer
   than :data:`HELD_OUT_MIN` samples would be held out, the judged set is the calibration data
   itself (label ``calibration``, in-sample).
-- Else the judged set is up to :data:`JUDGED_MAX` of ``--samples`` (``samples``), else
-  :data:`RANDOM_SAMPLES` seeded random inputs (``random``), and INT8 calibrates on it.
+- Else ``--samples`` are split the same way (labels ``samples-held-out`` and ``samples``).
+- Else the judged set is :data:`RANDOM_SAMPLES` seeded random inputs (``random``), and INT8
+  calibrates on it.
 - The judged set's reference is the float32 supernet path of the arch.
 - The random validation sets parity ran are reported beside it (label ``validation``), not
   judged: a model trained on images says little on Gaussian noise.
@@ -75,28 +76,37 @@ def _reference(supernet: nn.Module, frozen: Any, plain: nn.Module,
     return [np.concatenate([run[k] for run in runs]) for k in range(len(runs[0]))]
 
 
-def split_calibration(calib_data: Any, calib_samples: int | None, seed: int
+def split_calibration(data: Any, calib_samples: int | None, seed: int,
+                      labels: tuple[str, str] = ("held-out", "calibration")
                       ) -> tuple[str, list[torch.Tensor], list[torch.Tensor]]:
-    """``(label, judged, calibration)`` tensors of ``--calib-data`` (the module docstring)."""
-    shuffled = select(to_tensors(calib_data), None, seed)
+    """``(label, judged, calibration)`` tensors of ``data`` (the module docstring).
+
+    ``labels``: the judged set's label when it is held out, and when it is in-sample.
+    """
+    shuffled = select(to_tensors(data), None, seed)
     n = shuffled[0].shape[0]
     held = min(JUDGED_MAX, n // 4 if calib_samples is None else n - min(calib_samples, n))
     if held >= HELD_OUT_MIN:
         end = None if calib_samples is None else held + calib_samples
         rest = [t[held:end] for t in shuffled]
-        return "held-out", [t[:held] for t in shuffled], rest
-    return ("calibration", [t[:JUDGED_MAX] for t in shuffled],
+        return labels[0], [t[:held] for t in shuffled], rest
+    return (labels[1], [t[:JUDGED_MAX] for t in shuffled],
             [t[:calib_samples] for t in shuffled])
 
 
-def _judged_tensors(samples: Any, examples: Sequence[torch.Tensor],
-                    specs: Any, seed: int, names: Sequence[str]) -> tuple[str, list[torch.Tensor]]:
+def _judged_and_calibration(calib_data: Any, calib_samples: int | None, samples: Any,
+                            examples: Sequence[torch.Tensor], specs: Any, seed: int,
+                            names: Sequence[str]
+                            ) -> tuple[str, list[torch.Tensor], list[torch.Tensor]]:
+    if calib_data is not None:
+        return split_calibration(calib_data, calib_samples, seed)
     if samples is not None:
         found = make_inputs(examples, batch_sizes=(), samples=samples, specs=specs,
                             input_names=names)
-        return "samples", [t[:JUDGED_MAX] for t in found[0].tensors]
+        return split_calibration(list(found[0].tensors), calib_samples, seed,
+                                 ("samples-held-out", "samples"))
     sets = make_inputs(examples, batch_sizes=(RANDOM_SAMPLES,), seed=seed + 1, specs=specs)
-    return "random", list(sets[0].tensors)
+    return "random", list(sets[0].tensors), list(sets[0].tensors)
 
 
 def _as_set(label: str, names: Sequence[str], out_names: Sequence[str],
@@ -119,15 +129,11 @@ def run_variants(supernet: nn.Module, frozen: Any, plain: nn.Module, exported: A
                  seed: int = 0) -> VariantsOutcome:
     """Make, judge and (with ``options.ort_format``) convert the variants of the exported model."""
     names, out_names = list(exported.input_names), list(exported.output_names)
-    picked = None
-    if calib_data is not None:
-        label, tensors, picked = split_calibration(calib_data, calib_samples, seed)
-    else:
-        label, tensors = _judged_tensors(samples, examples, specs, seed, names)
+    label, tensors, picked = _judged_and_calibration(calib_data, calib_samples, samples,
+                                                     examples, specs, seed, names)
     judged = _as_set(label, names, out_names, tensors,
                      _reference(supernet, frozen, plain, tensors, options.batch))
-    calibration = judged.inputs if picked is None else {
-        n: t.numpy() for n, t in zip(names, picked)}
+    calibration = {n: t.numpy() for n, t in zip(names, picked)}
     shapes = [v.shape[1:] for v in judged.inputs.values()]
     randoms = [a for a in report.arrays if a.label.startswith("random-")
                and [np.asarray(x).shape[1:] for x in a.inputs] == shapes]

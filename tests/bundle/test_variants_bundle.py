@@ -230,6 +230,22 @@ def test_cli_gate_reports_variant_violations(bundle, tmp_path, capsys):
     assert code == 1 and "variants.int8.max_size_ratio" in out and "FAIL" in out
 
 
+def test_without_calibration_data_int8_is_judged_on_the_samples(tmp_path):
+    from subnet_export.pipeline import export_subnet
+
+    net = _tiny()
+    samples = tmp_path / "samples.npz"
+    rng = np.random.default_rng(1)
+    np.savez(samples, x=rng.standard_normal((6, 3, 12, 12), dtype=np.float32))
+    run = export_subnet(net, tmp_path / "b", input_shapes=[net.input_shape], arch=ARCH, batch=2,
+                        providers=["CPUExecutionProvider"], samples=samples,
+                        variants=VariantOptions(kinds=("int8",), limits=LIMITS,
+                                                sensitivity="never"))
+    assert run.exit_code == 0, [v.failures for v in run.variants]
+    entry = json.loads((tmp_path / "b" / "manifest.json").read_text())["variants"]["int8"]
+    assert entry["judged_set"] == "samples" and entry["stats"][0]["samples"] == 6
+
+
 def test_int8_is_judged_on_calibration_data_it_was_not_calibrated_on(tmp_path):
     from subnet_export.pipeline import export_subnet
 

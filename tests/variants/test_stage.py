@@ -46,3 +46,12 @@ def test_the_split_is_seeded():
     b = split_calibration(_rows(300), None, seed=1)
     c = split_calibration(_rows(300), None, seed=2)
     assert _ids(a[1]) == _ids(b[1]) and _ids(a[1]) != _ids(c[1])
+
+
+def test_samples_are_split_under_their_own_labels():
+    import torch
+
+    rows = torch.from_numpy(_rows(200))
+    labels = ("samples-held-out", "samples")
+    assert split_calibration([rows], None, 0, labels)[0] == "samples-held-out"
+    assert split_calibration([rows[:8]], None, 0, labels)[0] == "samples"
