@@ -19,6 +19,8 @@ from .naming import state_digest
 #: where the workers of a pooled or Ray sweep share their traces, inside the sweep folder; it is
 #: removed when the sweep ends
 TEMPLATES_DIR = ".templates"
+#: subnets with more tensor bytes than this are not materialized to order a sweep's jobs
+ORDER_MAX_BYTES = 256 * 2**20
 
 __all__ = ["TEMPLATES_DIR", "file_sha", "load_supernet", "shared_templates", "sweep_entries",
            "sweep_options", "topology_order", "with_calibration"]
@@ -114,8 +116,9 @@ def topology_order(net: Any, archs: list[Any]) -> list[int]:
     """Job indices, one arch of each topology first, then the second of each, and so on.
 
     Workers that start on different topologies trace each once and share the traces; workers
-    that start on the same one trace it twice. An arch that does not freeze or materialize here
-    keeps its place (its export reports why).
+    that start on the same one trace it twice. Finding an arch's topology materializes it here,
+    so for subnets over :data:`ORDER_MAX_BYTES` of tensors the archs keep their order. An arch
+    that does not freeze or materialize here keeps its place (its export reports why).
     """
     from collections import defaultdict
 
@@ -126,9 +129,13 @@ def topology_order(net: Any, archs: list[Any]) -> list[int]:
     groups: dict[str, list[int]] = defaultdict(list)
     for i, arch in enumerate(archs):
         try:
-            key = topology_key(materialize(net, freeze(net, arch)))
+            plain = materialize(net, freeze(net, arch))
         except Exception:  # reported by the export itself
-            key = f"unknown-{i}"
-        groups[key].append(i)
+            groups[f"unknown-{i}"].append(i)
+            continue
+        if sum(t.numel() * t.element_size() for t in plain.state_dict().values()) \
+                > ORDER_MAX_BYTES:
+            return list(range(len(archs)))
+        groups[topology_key(plain)].append(i)
     rounds = max((len(g) for g in groups.values()), default=0)
     return [g[r] for r in range(rounds) for g in groups.values() if r < len(g)]

@@ -83,3 +83,15 @@ def test_asking_more_samples_than_the_space_holds_gives_the_space(tiny_net):
         size *= spec.size
     drawn = sample_entries(tiny_net, size + 5, seed=0)
     assert len({json.dumps(e.arch, sort_keys=True) for e in drawn}) == len(drawn) == size
+
+
+def test_jobs_are_handed_out_one_topology_at_a_time(tiny_net, monkeypatch):
+    from subnet_export.sweeps import setup
+
+    a = {"width": 8, "block.k": 3, "depth": 2, "op": "skip"}
+    b = {"width": 16, "block.k": 5, "depth": 2, "op": "skip"}   # a's topology
+    c = {"width": 12, "block.k": 3, "depth": 1, "op": "skip"}   # another
+    d = {"width": 12, "block.k": 3, "depth": 1, "op": "conv"}   # a third
+    assert setup.topology_order(tiny_net, [a, b, c, d, {"width": 7}]) == [0, 2, 3, 4, 1]
+    monkeypatch.setattr(setup, "ORDER_MAX_BYTES", 0)  # too big to materialize for the order
+    assert setup.topology_order(tiny_net, [a, b, c, d]) == [0, 1, 2, 3]
