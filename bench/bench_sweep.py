@@ -63,7 +63,7 @@ def front_archs(supernet: Any, count: int, topologies: int, seed: int = 0) -> li
     strides, depths, or AutoFormer's head counts).
     """
     import subnet_export as se
-    from subnet_export.export.template import topology_key
+    from subnet_export.export.topology import topology_key
     from subnet_export.sweeps.archs import sample_entries
 
     def key(arch: dict) -> str:

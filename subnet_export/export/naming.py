@@ -29,7 +29,7 @@ import onnx
 from .graph import subgraphs
 from .passes import GraphPass, PassResult
 
-__all__ = ["NameNodesByModule", "name_nodes_by_module"]
+__all__ = ["NameNodesByModule", "module_path", "name_nodes_by_module"]
 
 _SCOPES_KEY = "pkg.torch.onnx.name_scopes"
 _NAMESPACE_KEY = "namespace"
@@ -52,6 +52,11 @@ def _module_path(node: onnx.NodeProto) -> str | None:
     # the last entry is the traced op itself; the ones before are module paths, outermost first
     scopes = [s for s in scopes if s and s != _NO_MODULE]
     return scopes[-1] if scopes else ""
+
+
+def module_path(node: onnx.NodeProto) -> str | None:
+    """The innermost module enclosing ``node`` by its exporter metadata ("" root, None: none)."""
+    return _module_path(node)
 
 
 def _walk(graph: onnx.GraphProto, outer: str | None = None

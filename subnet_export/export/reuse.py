@@ -11,7 +11,7 @@ two widths being equal); the verdict is the full validation that follows every e
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -21,7 +21,8 @@ import onnx
 import torch
 from torch import nn
 
-from .template import GraphTemplate, TemplateMismatch, topology_key
+from .template import GraphTemplate, TemplateMismatch
+from .topology import int_attributes, topology_key
 
 __all__ = ["MAX_TEMPLATE_BYTES", "PRESELECT_RTOL", "Pick", "TemplateStore", "keep", "reuse"]
 
@@ -40,6 +41,8 @@ class Pick:
     key: str | None = None
     tried: int = 0
     reasons: list[str] = field(default_factory=list)
+    loose: str = ""
+    ints: dict[str, int] = field(default_factory=dict)
 
 
 class TemplateStore:
@@ -64,15 +67,23 @@ class TemplateStore:
         """Called when a trace made because nothing fitted has ended (kept or failed)."""
 
     def pick(self, key: str, state: dict[str, np.ndarray], plain: nn.Module,
-             inputs: Sequence[torch.Tensor], in_names: Sequence[str]) -> Pick:
-        """The first template of ``key`` that fits ``state`` and runs close to ``plain``."""
-        result = Pick(None, key)
-        for serial, template in reversed(list(self._templates.items())):
-            if template.key != key:
-                continue
+             inputs: Sequence[torch.Tensor], in_names: Sequence[str], loose: str = "",
+             ints: Mapping[str, int] | None = None) -> Pick:
+        """The first template that fits ``state`` and runs close to ``plain``.
+
+        First the templates of ``key``; then, when none fits, those of the ``loose`` key (integers
+        left out) whose traced integer attributes differ from ``ints`` only where their graph
+        holds them (``topology.py``).
+        """
+        result = Pick(None, key, loose=loose, ints=dict(ints or {}))
+        candidates = [(s, t) for s, t in reversed(list(self._templates.items())) if t.key == key]
+        if loose and ints is not None:
+            candidates += [(s, t) for s, t in reversed(list(self._templates.items()))
+                           if t.key != key and t.loose == loose and t.covers(ints)]
+        for serial, template in candidates:
             result.tried += 1
             try:
-                model = template.instantiate(state)
+                model = template.instantiate(state, None if template.key == key else ints)
                 _preselect(model, plain, inputs, in_names)
             except TemplateMismatch as err:
                 result.reasons.append(str(err))
@@ -122,7 +133,8 @@ def reuse(templates: TemplateStore | None, plain: nn.Module, state: dict[str, to
     except TypeError:  # a dtype numpy does not have (bfloat16): always trace
         return Pick(None)
     key = topology_key(plain, exporter, *options)
-    return templates.pick(key, arrays, plain, inputs, options[-2])
+    loose = topology_key(plain, exporter, *options, loose=True)
+    return templates.pick(key, arrays, plain, inputs, options[-2], loose, int_attributes(plain))
 
 
 def keep(templates: TemplateStore | None, pick: Pick, model: onnx.ModelProto, base_dir: Path,
@@ -131,6 +143,7 @@ def keep(templates: TemplateStore | None, pick: Pick, model: onnx.ModelProto, ba
     if templates is None or pick.key is None:
         return
     try:
-        templates.add(GraphTemplate.from_trace(model, base_dir, names, pick.key))
+        templates.add(GraphTemplate.from_trace(model, base_dir, names, pick.key, pick.loose,
+                                               pick.ints))
     except TemplateMismatch as err:
         pick.reasons.append(f"not kept as a template: {err}")

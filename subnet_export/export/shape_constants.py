@@ -22,7 +22,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper, shape_inference
 
-__all__ = ["Element", "InferenceFailed", "constants", "elements", "infer", "store_constant"]
+__all__ = ["Element", "InferenceFailed", "constants", "data_inputs", "elements", "infer",
+           "store_constant"]
 
 #: ops whose input at ``index`` is a shape-like integer tensor for the data input 0
 _SHAPE_INPUTS = {"Reshape": (1,), "Expand": (1,), "Tile": (1,), "Split": (1,), "Slice": (1, 2)}
@@ -141,6 +142,11 @@ def _data_inputs(name: str, readers: Mapping[str, list[onnx.NodeProto]]) -> Iter
             elif any(i < len(node.input) and node.input[i] == value
                      for i in _SHAPE_INPUTS.get(node.op_type, ())):
                 yield node.input[0]
+
+
+def data_inputs(name: str, readers: Mapping[str, list[onnx.NodeProto]]) -> Iterator[str]:
+    """The data inputs of the shape-reading ops the integer value ``name`` reaches."""
+    return _data_inputs(name, readers)
 
 
 def infer(model: onnx.ModelProto, params: frozenset[str], strict: bool = False) -> Shapes:

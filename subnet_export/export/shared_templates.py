@@ -26,7 +26,7 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -69,8 +69,10 @@ class SharedTemplates(TemplateStore):
         entry = model.metadata_props.add()
         entry.key = META_KEY
         entry.value = json.dumps({"key": template.key, "params": sorted(template.params),
-                                  "unused": sorted(template.unused)})
-        name = f"{_prefix(template.key)}-{os.getpid()}-{uuid.uuid4().hex[:8]}.onnx"
+                                  "unused": sorted(template.unused), "loose": template.loose,
+                                  "ints": dict(template.ints)})
+        name = (f"{_prefix(template.key)}-{_prefix(template.loose)}-{os.getpid()}-"
+                f"{uuid.uuid4().hex[:8]}.onnx")
         self._seen.add(name)
         staged = self.folder / f".{name}.tmp"
         try:
@@ -81,17 +83,18 @@ class SharedTemplates(TemplateStore):
         self._unmark()
 
     def pick(self, key: str, state: dict[str, np.ndarray], plain: nn.Module,
-             inputs: Sequence[torch.Tensor], in_names: Sequence[str]) -> Pick:
-        """Read the templates other workers wrote for ``key``, then pick as the store does.
+             inputs: Sequence[torch.Tensor], in_names: Sequence[str], loose: str = "",
+             ints: Mapping[str, int] | None = None) -> Pick:
+        """Read the templates other workers wrote for ``loose``, then pick as the store does.
 
         With no template of ``key`` anywhere and another worker tracing it, wait for that
         trace first. When nothing fits, mark ``key`` as traced here (until :meth:`add`).
         """
         self._unmark()  # a trace of this process that never reached add() has failed
-        self._read(key)
-        result = super().pick(key, state, plain, inputs, in_names)
-        if result.tried == 0 and self._wait(key):
-            result = super().pick(key, state, plain, inputs, in_names)
+        self._read(key, loose)
+        result = super().pick(key, state, plain, inputs, in_names, loose, ints)
+        if result.tried == 0 and self._wait(key, loose):
+            result = super().pick(key, state, plain, inputs, in_names, loose, ints)
         if result.model is None and result.tried == 0:
             self._mark(key)
         return result
@@ -113,15 +116,15 @@ class SharedTemplates(TemplateStore):
             self._marker.unlink(missing_ok=True)
             self._marker = None
 
-    def _wait(self, key: str) -> bool:
+    def _wait(self, key: str, loose: str = "") -> bool:
         """Wait while another live worker traces ``key``; True when a template came."""
         while any(_live(m) for m in self._markers(key)):
             time.sleep(POLL_S)
             before = len(self)
-            self._read(key)
+            self._read(key, loose)
             if len(self) > before:
                 return True
-        self._read(key)  # the trace may have ended between the two looks
+        self._read(key, loose)  # the trace may have ended between the two looks
         return any(t.key == key for t in self._templates.values())
 
     def _markers(self, key: str) -> list[Path]:
@@ -130,32 +133,34 @@ class SharedTemplates(TemplateStore):
         except OSError:
             return []
 
-    def _read(self, key: str) -> None:
+    def _read(self, key: str, loose: str = "") -> None:
+        pattern = f"*-{_prefix(loose)}-*.onnx" if loose else f"{_prefix(key)}-*.onnx"
         try:
-            paths = sorted(self.folder.glob(f"{_prefix(key)}-*.onnx"))
+            paths = sorted(self.folder.glob(pattern))
         except OSError:
             return
         for path in paths:
             if path.name in self._seen:
                 continue
             self._seen.add(path.name)
-            template = _load(path, key)
+            template = _load(path, key, loose)
             if template is not None:
                 TemplateStore.add(self, template)  # kept here, not written back
 
 
-def _load(path: Path, key: str) -> GraphTemplate | None:
+def _load(path: Path, key: str, loose: str) -> GraphTemplate | None:
     try:
         model = onnx.load(str(path))
         props = {p.key: p.value for p in model.metadata_props}
         meta = json.loads(props[META_KEY])
-        if meta.get("key") != key:
+        if meta.get("key") != key and not (loose and meta.get("loose") == loose):
             return None
         kept = [p for p in model.metadata_props if p.key != META_KEY]
         del model.metadata_props[:]
         model.metadata_props.extend(kept)
         names = set(meta["params"]) | set(meta["unused"])
-        return GraphTemplate.from_trace(model, path.parent, names, key)
+        return GraphTemplate.from_trace(model, path.parent, names, meta["key"],
+                                        meta.get("loose", ""), meta.get("ints", {}))
     except Exception:  # an unreadable or foreign file: this worker traces instead
         return None
 

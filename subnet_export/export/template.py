@@ -22,7 +22,6 @@ check is not trusted either (``pipeline.py`` traces again and validates that).
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,6 @@ from typing import Any
 import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
-from torch import nn
 
 from .shape_constants import (
     Element,
@@ -42,46 +40,15 @@ from .shape_constants import (
     infer,
     store_constant,
 )
+from .topology import AttrElement, apply_ints, attribute_elements, covers
 
-__all__ = ["GraphTemplate", "TemplateMismatch", "topology_key"]
+__all__ = ["GraphTemplate", "TemplateMismatch"]
 
 _MAX_ROUNDS = 50
 
 
 class TemplateMismatch(Exception):
     """This template cannot be proven to fit the plain model; the message says why."""
-
-
-def topology_key(plain: nn.Module, *parts: Any) -> str:
-    """A hash of what fixes a traced graph's structure, widths aside.
-
-    That is: every module's name and class, the tensor names, conv settings other than
-    widths and kernels, and the plain Python values (bools, numbers, strings) that modules
-    outside ``torch.nn`` hold, since a forward that reads one bakes it into the trace (a
-    residual flag, a head count). Two models with one key may still trace differently;
-    :meth:`GraphTemplate.instantiate` and the validation after it catch that. ``parts`` (the
-    export options) are hashed too.
-    """
-    digest = hashlib.sha256(repr(parts).encode())
-    for name, module in plain.named_modules():
-        extra: tuple[Any, ...] = ()
-        if isinstance(module, nn.modules.conv._ConvNd):
-            extra = (module.stride, module.dilation, module.padding_mode, module.transposed,
-                     module.groups == 1, module.groups == module.in_channels,
-                     module.bias is not None)
-        elif not type(module).__module__.startswith("torch."):
-            extra = tuple(sorted((k, v) for k, v in vars(module).items()
-                                 if not k.startswith("_") and k != "training"
-                                 and _plain_value(v)))
-        digest.update(repr((name, type(module).__qualname__, extra)).encode())
-    digest.update(repr(sorted(plain.state_dict())).encode())
-    return digest.hexdigest()
-
-
-def _plain_value(value: Any) -> bool:
-    if isinstance(value, (tuple, list)):
-        return all(_plain_value(v) for v in value)
-    return isinstance(value, (bool, int, float, str, type(None)))
 
 
 @dataclass(frozen=True)
@@ -112,13 +79,18 @@ class GraphTemplate:
     _elements: list[Element] = field(default_factory=list, repr=False)
     _convs: dict[str, _ConvFacts] = field(default_factory=dict, repr=False)
     _value_info: list[onnx.ValueInfoProto] = field(default_factory=list, repr=False)
+    loose: str = ""
+    ints: Mapping[str, int] = field(default_factory=dict)
+    _attr_elements: list[AttrElement] = field(default_factory=list, repr=False)
 
     @classmethod
     def from_trace(cls, raw: onnx.ModelProto, base_dir: Path, names: set[str] | frozenset[str],
-                   key: str) -> GraphTemplate:
+                   key: str, loose: str = "", ints: Mapping[str, int] | None = None
+                   ) -> GraphTemplate:
         """The template of ``raw``, whose weights are still in files under ``base_dir``.
 
-        ``names`` are the plain model's tensor names (parameters and persistent buffers).
+        ``names`` are the plain model's tensor names (parameters and persistent buffers);
+        ``loose`` and ``ints`` its loose key and integer attributes (``template_ints.py``).
 
         Raises:
             TemplateMismatch: the trace's shapes cannot be read (no template for it).
@@ -141,10 +113,20 @@ class GraphTemplate:
         shapes = template._shapes(model)
         template._elements = elements(model, shapes)
         template._convs = {n.output[0]: _conv_facts(n, shapes) for n in _convs(model)}
+        template.loose, template.ints = loose, dict(ints or {})
+        template._attr_elements = attribute_elements(
+            model, ((e.value, e.index) for e in template._elements), template.ints)
         return template
 
-    def instantiate(self, state: Mapping[str, Any]) -> onnx.ModelProto:
+    def covers(self, ints: Mapping[str, int]) -> bool:
+        """Whether a model with these integer attributes may be fitted (``template_ints``)."""
+        return covers(self.ints, self._attr_elements, ints)
+
+    def instantiate(self, state: Mapping[str, Any],
+                    ints: Mapping[str, int] | None = None) -> onnx.ModelProto:
         """This graph holding ``state`` (name -> array), its numbers fitted to the new shapes.
+
+        ``ints``: the model's integer attributes, when they may differ from the traced ones.
 
         Raises:
             TemplateMismatch: the tensors or the shapes they imply do not fit (see the module
@@ -166,6 +148,10 @@ class GraphTemplate:
                 del tensor.dims[:]
                 tensor.dims.extend(array.shape)
                 arrays[tensor.name] = array
+        if ints is not None and ints != self.ints:
+            if not self.covers(ints):
+                raise TemplateMismatch("other integer attributes than the trace holds")
+            apply_ints(model, self._attr_elements, ints)
         for _ in range(_MAX_ROUNDS):
             if not self._fit(model, self._shapes(model)):
                 break

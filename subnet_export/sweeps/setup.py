@@ -123,7 +123,7 @@ def topology_order(net: Any, archs: list[Any]) -> list[int]:
     from collections import defaultdict
 
     from ..arch import freeze
-    from ..export.template import topology_key
+    from ..export.topology import topology_key
     from ..plain.materialize import materialize
 
     groups: dict[str, list[int]] = defaultdict(list)

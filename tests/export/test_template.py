@@ -20,7 +20,8 @@ from torch import nn
 import subnet_export as se
 from subnet_export.export.exporter import _state_tensors, export_onnx
 from subnet_export.export.reuse import TemplateStore
-from subnet_export.export.template import GraphTemplate, TemplateMismatch, topology_key
+from subnet_export.export.template import GraphTemplate, TemplateMismatch
+from subnet_export.export.topology import topology_key
 from subnet_export.export.trace import trace
 from subnet_export.pipeline import export_subnet
 
@@ -175,6 +176,59 @@ def test_a_dead_or_stale_trace_is_not_waited_for(tmp_path):
     start = time.monotonic()
     assert SharedTemplates(tmp_path)._wait("k") is False  # nothing live: no wait, no template
     assert time.monotonic() - start < 5
+
+
+def test_a_head_count_change_is_fitted_and_writes_a_fresh_trace_bytes(tmp_path):
+    """AutoFormer's ``reshape(b, n, heads, head_dim)``: the head count is a traced number."""
+    from subnet_export.export.topology import int_attributes
+
+    supernet = _space("autoformer")
+    shape = tuple(supernet.input_shape)
+    base = _base_arch("autoformer", supernet)
+    other = dict(base)
+    for i in (0, 1):  # other head counts (and so other q/k/v widths) in both layers
+        other[f"layer{i}.heads"] = 4 if base[f"layer{i}.heads"] == 2 else 2
+    plain = _plain(supernet, other)
+    assert topology_key(plain) != topology_key(_plain(supernet, base))
+    assert topology_key(plain, loose=True) == topology_key(_plain(supernet, base), loose=True)
+    assert int_attributes(plain) != int_attributes(_plain(supernet, base))
+    store = TemplateStore()
+    first = _export(_plain(supernet, base), shape, tmp_path / "base.onnx", base, store)
+    (template,) = store._templates.values()
+    # the head count and the head width: the two numbers of the reshape no shape gives back
+    assert {attr.split(":")[1] for _, _, attr in template._attr_elements} == {"heads",
+                                                                               "head_dim"}
+    via = _export(plain, shape, tmp_path / "fitted.onnx", other, store)
+    fresh = _export(_plain(supernet, other), shape, tmp_path / "traced.onnx", other, None)
+    assert first.route == "traced" and via.route == "template", via.template_notes
+    assert via.path.read_bytes() == fresh.path.read_bytes()
+
+
+class _Noted(nn.Module):
+    """A module holding an integer its forward never reads into the graph."""
+
+    def __init__(self, note: int) -> None:
+        super().__init__()
+        self.fc = nn.Linear(4, 6)
+        self.note = note
+
+    def forward(self, x):
+        return self.fc(x).relu()
+
+
+def test_an_integer_the_graph_does_not_hold_is_never_fitted(tmp_path):
+    from subnet_export.export.topology import int_attributes
+
+    store = TemplateStore()
+    first = _export(_Noted(3).eval(), (2, 4), tmp_path / "a.onnx", None, store)
+    (template,) = store._templates.values()
+    assert template.ints == {":note": 3} and template._attr_elements == []
+    assert not template.covers(int_attributes(_Noted(5)))
+    # another integer: another exact key, the same loose key, and not even tried
+    again = _export(_Noted(5).eval(), (2, 4), tmp_path / "b.onnx", None, store)
+    assert first.route == again.route == "traced" and again.template_notes == ()
+    with pytest.raises(TemplateMismatch, match="integer attributes"):
+        template.instantiate(_state(_Noted(5)), {":note": 5})
 
 
 def test_the_archs_really_differ_in_shape(fitted):
