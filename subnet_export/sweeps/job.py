@@ -93,12 +93,12 @@ class SweepOptions:
         sweep without them keep the names they had before these were options.
         """
         tol = self.tolerance
-        calib = {} if self.calib_data is None else {
+        optional = {} if self.calib_data is None else {
             "calib_data_sha256": calib_sha256, "calib_samples": self.calib_samples,
             "calib_batch": self.calib_batch}
         if self.variants is not None:
-            calib["variants"] = _variant_fields(self.variants)
-        return {**calib, "inputs": [s.to_json() for s in self.inputs],
+            optional["variants"] = _variant_fields(self.variants)
+        return {**optional, "inputs": [s.to_json() for s in self.inputs],
                 "output_names": _list(self.output_names),
                 "dynamic_axes": {k: {str(a): d for a, d in v.items()}
                                  for k, v in self.dynamic_axes.items()},
@@ -109,12 +109,11 @@ class SweepOptions:
 
 
 def _variant_fields(options: Any) -> dict[str, Any]:
-    return {"kinds": list(options.kinds),
-            "limits": {k: options.limits_for(k).to_json() for k in options.kinds},
-            "fp16": options.fp16.to_json(), "int8": options.int8.to_json(),
-            "auto_exclude": options.auto_exclude, "sensitivity": options.sensitivity,
-            "margin_db": options.margin_db, "ort_format": options.ort_format,
-            "batch": options.batch}
+    # every field of VariantOptions, the limits resolved to what the verdict uses
+    from dataclasses import asdict
+
+    return {**asdict(options),
+            "limits": {k: options.limits_for(k).to_json() for k in options.kinds}}
 
 
 def _list(values: Sequence[Any] | None) -> list[Any] | None:

@@ -230,37 +230,31 @@ def test_cli_gate_reports_variant_violations(bundle, tmp_path, capsys):
     assert code == 1 and "variants.int8.max_size_ratio" in out and "FAIL" in out
 
 
-def test_without_calibration_data_int8_is_judged_on_the_samples(tmp_path):
+def _int8_with_data(tmp_path, data: str, count: int, seed: int) -> dict:
+    """Export the tiny net with an INT8 variant and ``count`` random samples given as ``data``
+    (``samples`` or ``calib_data``); the INT8 entry of its manifest."""
     from subnet_export.pipeline import export_subnet
 
-    net = _tiny()
-    samples = tmp_path / "samples.npz"
-    rng = np.random.default_rng(1)
-    np.savez(samples, x=rng.standard_normal((6, 3, 12, 12), dtype=np.float32))
+    net, path = _tiny(), tmp_path / f"{data}.npz"
+    rng = np.random.default_rng(seed)
+    np.savez(path, x=rng.standard_normal((count, 3, 12, 12), dtype=np.float32))
     run = export_subnet(net, tmp_path / "b", input_shapes=[net.input_shape], arch=ARCH, batch=2,
-                        providers=["CPUExecutionProvider"], samples=samples,
+                        providers=["CPUExecutionProvider"], **{data: path},
                         variants=VariantOptions(kinds=("int8",), limits=LIMITS,
                                                 sensitivity="never"))
     assert run.exit_code == 0, [v.failures for v in run.variants]
-    entry = json.loads((tmp_path / "b" / "manifest.json").read_text())["variants"]["int8"]
+    return json.loads((tmp_path / "b" / "manifest.json").read_text())["variants"]["int8"]
+
+
+def test_without_calibration_data_int8_is_judged_on_the_samples(tmp_path):
+    entry = _int8_with_data(tmp_path, "samples", 6, seed=1)
     assert entry["judged_set"] == "samples" and entry["stats"][0]["samples"] == 6
 
 
 def test_int8_is_judged_on_calibration_data_it_was_not_calibrated_on(tmp_path):
-    from subnet_export.pipeline import export_subnet
-
-    net = _tiny()
-    calib = tmp_path / "calib.npz"
-    rng = np.random.default_rng(0)
-    np.savez(calib, x=rng.standard_normal((160, 3, 12, 12), dtype=np.float32))
-    run = export_subnet(net, tmp_path / "b", input_shapes=[net.input_shape], arch=ARCH, batch=2,
-                        providers=["CPUExecutionProvider"], calib_data=calib,
-                        variants=VariantOptions(kinds=("int8",), limits=LIMITS,
-                                                sensitivity="never"))
-    assert run.exit_code == 0, [v.failures for v in run.variants]
-    manifest = json.loads((tmp_path / "b" / "manifest.json").read_text())
-    assert manifest["variants"]["int8"]["judged_set"] == "held-out"
-    assert manifest["variants"]["int8"]["stats"][0]["samples"] == 40  # a quarter of 160
+    entry = _int8_with_data(tmp_path, "calib_data", 160, seed=0)
+    assert entry["judged_set"] == "held-out"
+    assert entry["stats"][0]["samples"] == 40  # a quarter of 160
     with np.load(tmp_path / "b" / "variants.npz") as judged:
         assert next(v for k, v in judged.items() if k.startswith("input:")).shape[0] == 40
 
